@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * diskforge/image.h - the image engine: create, open, read, write, block
+ * status and info for raw and qcow2 (versions 2 and 3) images.
+ *
+ * Thread-safety
+ *   df_image_pread(), df_image_block_status(), df_image_size() and
+ *   df_image_info() may be called on one open image from any number of
+ *   threads at once.  df_image_pwrite(), df_image_write_zeroes() and
+ *   df_image_flush() may also be called from any thread; the image
+ *   serialises metadata changes with its own lock, so concurrent writers
+ *   are safe but do not run in parallel.  df_image_close() must be the last
+ *   call on an image, made by one thread when no other call is running.
+ *   Different images are independent.  A backing file is opened read-only
+ *   and never written through an overlay.
+ */
+#ifndef DISKFORGE_IMAGE_H
+#define DISKFORGE_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum df_format {
+    DF_FMT_AUTO = 0, /* probe (never used for a backing file with a format) */
+    DF_FMT_RAW = 1,
+    DF_FMT_QCOW2 = 2,
+};
+
+enum df_prealloc {
+    DF_PREALLOC_OFF = 0,
+    DF_PREALLOC_METADATA = 1, /* qcow2 only */
+    DF_PREALLOC_FALLOC = 2,
+    DF_PREALLOC_FULL = 3,
+};
+
+enum df_compression {
+    DF_COMPRESS_ZLIB = 0,
+    DF_COMPRESS_ZSTD = 1,
+};
+
+/* Deepest backing chain an image may have (the image itself excluded). */
+#define DF_MAX_BACKING_DEPTH 64
+
+struct df_create_opts {
+    enum df_format format;         /* DF_FMT_RAW or DF_FMT_QCOW2 */
+    uint64_t size;                 /* bytes; 0 with a backing: its size */
+    enum df_prealloc prealloc;     /* DF_PREALLOC_OFF by default */
+    uint32_t cluster_size;         /* qcow2: 512..2 MiB, power of two */
+    int compat;                    /* qcow2: 2 (0.10) or 3 (1.1) */
+    bool lazy_refcounts;           /* qcow2 v3 only */
+    int refcount_bits;             /* qcow2: 1..64, power of two */
+    enum df_compression compression; /* qcow2 v3 header field */
+    const char *backing_file;      /* qcow2: stored as given, or NULL */
+    enum df_format backing_format; /* DF_FMT_AUTO: not recorded */
+};
+
+/** df_create_opts_init() - qemu-img's defaults: qcow2 v3, 64 KiB, 16 bits. */
+DF_API void df_create_opts_init(struct df_create_opts *o);
+
+/**
+ * df_image_create() - create a new image at @path, replacing any file there.
+ * The image is built under a temporary name in the same directory and
+ * renamed into place only when complete, so a failure leaves whatever was
+ * at @path untouched.  The output is deterministic: the same options give
+ * the same bytes.  With a backing file the backing is opened (read-only)
+ * to validate it and to take its size when o->size is 0.
+ * Thread-safety: any thread.
+ */
+DF_API int df_image_create(const char *path, const struct df_create_opts *o,
+                           struct df_error *err);
+
+enum df_open_flags {
+    DF_OPEN_RDWR = 1 << 0,       /* open for writing */
+    DF_OPEN_NO_BACKING = 1 << 1, /* do not open the backing chain */
+};
+
+struct df_image;
+
+/**
+ * df_image_open() - open the image at @path.  @fmt DF_FMT_AUTO probes
+ * (qcow2 magic, else raw).  Unless DF_OPEN_NO_BACKING, the backing chain is
+ * opened read-only, relative names resolved against the directory of the
+ * image naming them; a loop or a chain deeper than DF_MAX_BACKING_DEPTH is
+ * an error.  Returns a handle you own (release it with df_image_close()),
+ * or NULL with @err set.
+ */
+DF_API struct df_image *df_image_open(const char *path, enum df_format fmt,
+                                      unsigned flags, struct df_error *err);
+
+/**
+ * df_image_close() - flush (if writable) and release @img and its backing
+ * chain.  @img is freed even when the flush fails.  NULL is accepted.
+ */
+DF_API int df_image_close(struct df_image *img, struct df_error *err);
+
+DF_API uint64_t df_image_size(const struct df_image *img);
+DF_API enum df_format df_image_format(const struct df_image *img);
+DF_API const char *df_image_path(const struct df_image *img);
+/** df_image_backing() - the opened backing image (borrowed), or NULL. */
+DF_API struct df_image *df_image_backing(const struct df_image *img);
+DF_API const char *df_format_name(enum df_format fmt);
+/** df_format_parse() - "raw"/"qcow2" to a format; -DF_E_INVAL otherwise. */
+DF_API int df_format_parse(const char *name, enum df_format *out);
+DF_API const char *df_prealloc_name(enum df_prealloc p);
+DF_API int df_prealloc_parse(const char *name, enum df_prealloc *out);
+
+/**
+ * df_image_pread() - read @len guest bytes at @off.  Ranges beyond the
+ * virtual size are an error.  Unallocated ranges read through the backing
+ * chain, or as zeros.
+ */
+DF_API int df_image_pread(struct df_image *img, void *buf, size_t len,
+                          uint64_t off, struct df_error *err);
+
+/** df_image_pwrite() - write @len guest bytes at @off (any alignment). */
+DF_API int df_image_pwrite(struct df_image *img, const void *buf, size_t len,
+                           uint64_t off, struct df_error *err);
+
+enum df_zero_flags {
+    DF_ZERO_MAY_UNMAP = 1 << 0, /* deallocate where that reads as zeros */
+};
+
+/**
+ * df_image_write_zeroes() - make @len bytes at @off read as zeros.  qcow2 v3
+ * sets the zero flag on whole clusters (freeing them with
+ * DF_ZERO_MAY_UNMAP); v2 deallocates when there is no backing file and
+ * writes zeros otherwise; raw punches holes with DF_ZERO_MAY_UNMAP.
+ */
+DF_API int df_image_write_zeroes(struct df_image *img, uint64_t off,
+                                 uint64_t len, unsigned flags,
+                                 struct df_error *err);
+
+/** df_image_flush() - write cached metadata and fsync nothing else. */
+DF_API int df_image_flush(struct df_image *img, struct df_error *err);
+
+/* Block status of a guest range. */
+enum df_block_flags {
+    DF_BLOCK_DATA = 1 << 0, /* backed by host storage (may hold zeros) */
+    DF_BLOCK_ZERO = 1 << 1, /* reads as zeros */
+    DF_BLOCK_COMPRESSED = 1 << 2,
+};
+
+#define DF_NO_OFFSET UINT64_MAX
+
+struct df_extent {
+    uint64_t start;
+    uint64_t length;
+    unsigned flags;       /* DF_BLOCK_* */
+    int depth;            /* layer holding it: 0 = this image, 1 = its
+                           * backing...; chain length if nowhere */
+    uint64_t host_offset; /* in the file at @depth, or DF_NO_OFFSET */
+};
+
+/**
+ * df_image_block_status() - describe the longest run starting at @off (at
+ * most @len bytes, clipped to the virtual size) whose bytes share one kind.
+ * With @follow_backing, unallocated runs are resolved through the chain;
+ * otherwise they are reported as depth 1 (or zero with no backing).
+ */
+DF_API int df_image_block_status(struct df_image *img, uint64_t off,
+                                 uint64_t len, bool follow_backing,
+                                 struct df_extent *ext, struct df_error *err);
+
+struct df_info {
+    enum df_format format;
+    uint64_t virtual_size;
+    uint64_t actual_size; /* allocated bytes of the file (st_blocks * 512) */
+    uint64_t file_size;   /* length of the file */
+    /* qcow2 only below */
+    uint32_t cluster_size;
+    int version;          /* 2 or 3 */
+    bool lazy_refcounts;
+    int refcount_bits;
+    enum df_compression compression;
+    bool dirty;
+    bool corrupt;
+    bool extended_l2;
+    char backing_file[1024];  /* as stored in the image, "" if none */
+    char backing_format[32];  /* as stored, "" if none */
+    char full_backing_file[4096]; /* resolved against the image's dir */
+};
+
+/** df_image_info() - fill @info from @img (header fields and file stats). */
+DF_API int df_image_info(struct df_image *img, struct df_info *info,
+                         struct df_error *err);
+
+/**
+ * df_parse_size() - qemu-img size syntax: a number with an optional
+ * suffix B, K, M, G, T, P, E (powers of 1024; k/m/g also accepted, and an
+ * optional trailing "iB"/"B").  Decimal fractions with a suffix are taken
+ * ("1.5G").  Negative numbers, garbage and overflow are -DF_E_INVAL.
+ */
+DF_API int df_parse_size(const char *s, uint64_t *out, struct df_error *err);
+
+/** df_format_size() - "1 GiB", "196 KiB", "0 B" as qemu-img prints sizes. */
+DF_API void df_format_size(uint64_t v, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,689 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * image.c - the generic image layer: format probing, bounds checks, the
+ * backing chain, and the names of formats and modes.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const struct df_driver *const drivers[] = {
+    &df_qcow2_driver, /* probed first: it has a magic number */
+    &df_raw_driver,
+};
+
+const struct df_driver *df_driver_for(enum df_format fmt)
+{
+    for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++) {
+        if (drivers[i]->format == fmt) {
+            return drivers[i];
+        }
+    }
+    return NULL;
+}
+
+const char *df_format_name(enum df_format fmt)
+{
+    switch (fmt) {
+    case DF_FMT_RAW: return "raw";
+    case DF_FMT_QCOW2: return "qcow2";
+    case DF_FMT_AUTO: break;
+    }
+    return "auto";
+}
+
+int df_format_parse(const char *name, enum df_format *out)
+{
+    if (name && strcmp(name, "raw") == 0) {
+        *out = DF_FMT_RAW;
+    } else if (name && strcmp(name, "qcow2") == 0) {
+        *out = DF_FMT_QCOW2;
+    } else {
+        return -DF_E_INVAL;
+    }
+    return 0;
+}
+
+static const char *const prealloc_names[] = { "off", "metadata", "falloc",
+                                              "full" };
+
+const char *df_prealloc_name(enum df_prealloc p)
+{
+    return (unsigned)p < 4 ? prealloc_names[p] : "?";
+}
+
+int df_prealloc_parse(const char *name, enum df_prealloc *out)
+{
+    for (int i = 0; name && i < 4; i++) {
+        if (strcmp(name, prealloc_names[i]) == 0) {
+            *out = (enum df_prealloc)i;
+            return 0;
+        }
+    }
+    return -DF_E_INVAL;
+}
+
+void df_create_opts_init(struct df_create_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->format = DF_FMT_QCOW2;
+    o->cluster_size = 65536;
+    o->compat = 3;
+    o->refcount_bits = 16;
+    o->compression = DF_COMPRESS_ZLIB;
+}
+
+char *df_path_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *d;
+
+    if (!slash) {
+        return strdup(".");
+    }
+    if (slash == path) {
+        return strdup("/");
+    }
+    d = malloc((size_t)(slash - path) + 1);
+    if (d) {
+        memcpy(d, path, (size_t)(slash - path));
+        d[slash - path] = '\0';
+    }
+    return d;
+}
+
+char *df_path_relative_to(const char *base, const char *name)
+{
+    char *dir, *out;
+    size_t n;
+
+    if (name[0] == '/') {
+        return strdup(name);
+    }
+    dir = df_path_dir(base);
+    if (!dir) {
+        return NULL;
+    }
+    if (strcmp(dir, ".") == 0) {
+        free(dir);
+        return strdup(name);
+    }
+    n = strlen(dir) + strlen(name) + 2;
+    out = malloc(n);
+    if (out) {
+        snprintf(out, n, "%s/%s", dir, name);
+    }
+    free(dir);
+    return out;
+}
+
+char *df_temp_name(const char *target)
+{
+    static atomic_uint counter;
+    const char *slash = strrchr(target, '/');
+    const char *base = slash ? slash + 1 : target;
+    size_t dirlen = slash ? (size_t)(slash - target) + 1 : 0;
+    size_t n = strlen(target) + 64;
+    char *out = malloc(n);
+
+    if (out) {
+        snprintf(out, n, "%.*s.%s.df-%ld-%u.tmp", (int)dirlen, target, base,
+                 (long)getpid(), atomic_fetch_add(&counter, 1));
+    }
+    return out;
+}
+
+/* ---- I/O helpers ---- */
+
+int df_io_pread(int fd, void *buf, size_t len, uint64_t off, const char *path,
+                struct df_error *err)
+{
+    unsigned char *p = buf;
+
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return df_fail_errno(err, DF_E_IO, "'%s': read of %zu bytes at "
+                                 "offset %llu failed", path, len,
+                                 (unsigned long long)off);
+        }
+        if (n == 0) {
+            memset(p, 0, len); /* past the end of the file */
+            break;
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int df_io_pwrite(int fd, const void *buf, size_t len, uint64_t off,
+                 const char *path, struct df_error *err)
+{
+    const unsigned char *p = buf;
+
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return df_fail_sys(err, "'%s': write of %zu bytes at offset %llu "
+                               "failed", path, len, (unsigned long long)off);
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int df_io_write_zeroes(int fd, uint64_t off, uint64_t len, const char *path,
+                       struct df_error *err)
+{
+    size_t bsz = DF_MIN(len, (uint64_t)DF_CHUNK);
+    void *z;
+    int ret = 0;
+
+    if (!len) {
+        return 0;
+    }
+    z = calloc(1, bsz);
+    if (!z) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", path);
+    }
+    while (len && ret == 0) {
+        size_t n = (size_t)DF_MIN(len, (uint64_t)bsz);
+        ret = df_io_pwrite(fd, z, n, off, path, err);
+        off += n;
+        len -= n;
+    }
+    free(z);
+    return ret;
+}
+
+int df_io_file_size(int fd, uint64_t *size, const char *path,
+                    struct df_error *err)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) < 0) {
+        return df_fail_errno(err, DF_E_IO, "'%s': cannot stat", path);
+    }
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+/* ---- create ---- */
+
+static int check_create_opts(const char *path, const struct df_create_opts *o,
+                             struct df_error *err)
+{
+    if (o->format != DF_FMT_RAW && o->format != DF_FMT_QCOW2) {
+        return df_fail(err, DF_E_INVAL, "'%s': unknown image format", path);
+    }
+    if ((unsigned)o->prealloc > DF_PREALLOC_FULL) {
+        return df_fail(err, DF_E_INVAL, "'%s': unknown preallocation mode",
+                       path);
+    }
+    if (o->format == DF_FMT_RAW) {
+        if (o->prealloc == DF_PREALLOC_METADATA) {
+            return df_fail(err, DF_E_INVAL, "'%s': preallocation 'metadata' "
+                           "is only for qcow2 images", path);
+        }
+        if (o->backing_file) {
+            return df_fail(err, DF_E_INVAL, "'%s': a raw image cannot have a "
+                           "backing file", path);
+        }
+    }
+    if (o->size > (uint64_t)INT64_MAX) {
+        return df_fail(err, DF_E_INVAL, "'%s': image size too large", path);
+    }
+    return 0;
+}
+
+int df_image_create_at(const char *path, const struct df_create_opts *o,
+                       struct df_error *err)
+{
+    const struct df_driver *drv;
+    struct df_create_opts opts = *o;
+    int fd, ret;
+
+    ret = check_create_opts(path, o, err);
+    if (ret < 0) {
+        return ret;
+    }
+    if (opts.backing_file) {
+        /* validate the backing file, and take its size if none was given */
+        char *bpath = df_path_relative_to(path, opts.backing_file);
+        struct df_image *b;
+        if (!bpath) {
+            return df_fail(err, DF_E_NOMEM, "'%s': out of memory", path);
+        }
+        b = df_image_open(bpath, opts.backing_format, 0, err);
+        free(bpath);
+        if (!b) {
+            df_error_prefix(err, "'%s': cannot open backing file: ", path);
+            return -err->code;
+        }
+        if (opts.backing_format == DF_FMT_AUTO) {
+            opts.backing_format = df_image_format(b);
+        }
+        if (!opts.size) {
+            opts.size = df_image_size(b);
+        }
+        df_image_close(b, NULL);
+    }
+    if (opts.size == 0 && !opts.backing_file) {
+        return df_fail(err, DF_E_INVAL,
+                       "'%s': image size must be greater than zero", path);
+    }
+    drv = df_driver_for(opts.format);
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        return df_fail_sys(err, "'%s': cannot create", path);
+    }
+    ret = drv->create(fd, path, &opts, err);
+    if (close(fd) < 0 && ret == 0) {
+        ret = df_fail_sys(err, "'%s': close failed", path);
+    }
+    return ret;
+}
+
+int df_image_create(const char *path, const struct df_create_opts *o,
+                    struct df_error *err)
+{
+    char *tmp = df_temp_name(path);
+    int ret;
+
+    if (!tmp) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", path);
+    }
+    ret = df_image_create_at(tmp, o, err);
+    if (ret == 0 && rename(tmp, path) < 0) {
+        ret = df_fail_sys(err, "'%s': cannot rename temporary file", path);
+    }
+    if (ret < 0) {
+        unlink(tmp);
+        /* name the file the user asked for, not the temporary */
+        if (err && strstr(err->msg, tmp)) {
+            char msg[sizeof(err->msg)];
+            char *at = strstr(err->msg, tmp);
+            snprintf(msg, sizeof(msg), "%.*s%s%s", (int)(at - err->msg),
+                     err->msg, path, at + strlen(tmp));
+            memcpy(err->msg, msg, sizeof(msg));
+        }
+    }
+    free(tmp);
+    return ret;
+}
+
+/* ---- open / close ---- */
+
+static bool chain_has(const char *const *seen, int n, const char *real)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(seen[i], real) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static struct df_image *open_one(const char *path, enum df_format fmt,
+                                 unsigned flags, struct df_error *err)
+{
+    struct df_image *img;
+    const struct df_driver *drv = NULL;
+    struct stat st;
+    int ret;
+
+    img = calloc(1, sizeof(*img));
+    if (!img || !(img->path = strdup(path))) {
+        free(img);
+        df_fail(err, DF_E_NOMEM, "'%s': out of memory", path);
+        return NULL;
+    }
+    img->fd = open(path, ((flags & DF_OPEN_RDWR) ? O_RDWR : O_RDONLY) |
+                             O_CLOEXEC);
+    if (img->fd < 0) {
+        df_fail_sys(err, "cannot open '%s'", path);
+        goto fail;
+    }
+    if (fstat(img->fd, &st) < 0 || !(S_ISREG(st.st_mode) ||
+                                     S_ISBLK(st.st_mode))) {
+        df_fail(err, DF_E_INVAL, "'%s' is not a regular file", path);
+        goto fail;
+    }
+    img->writable = flags & DF_OPEN_RDWR;
+    if (fmt == DF_FMT_AUTO) {
+        unsigned char head[512];
+        if (df_io_pread(img->fd, head, sizeof(head), 0, path, err) < 0) {
+            goto fail;
+        }
+        for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++) {
+            if (drivers[i]->probe(head, sizeof(head))) {
+                drv = drivers[i];
+                break;
+            }
+        }
+    } else {
+        drv = df_driver_for(fmt);
+    }
+    if (!drv) {
+        df_fail(err, DF_E_INVAL, "'%s': unknown image format", path);
+        goto fail;
+    }
+    img->drv = drv;
+    pthread_mutex_init(&img->lock, NULL);
+    ret = drv->open(img, flags, err);
+    if (ret < 0) {
+        pthread_mutex_destroy(&img->lock);
+        img->drv = NULL;
+        goto fail;
+    }
+    return img;
+fail:
+    if (img->fd >= 0) {
+        close(img->fd);
+    }
+    free(img->path);
+    free(img);
+    return NULL;
+}
+
+/*
+ * Open the backing chain of @top iteratively: each layer names the next.
+ * Loops are found by comparing canonical paths.
+ */
+static int open_backing_chain(struct df_image *top, struct df_error *err)
+{
+    const char *seen[DF_MAX_BACKING_DEPTH + 2];
+    char *owned[DF_MAX_BACKING_DEPTH + 2];
+    int nseen = 0, ret = 0;
+    struct df_image *cur = top;
+
+    owned[0] = realpath(top->path, NULL);
+    if (!owned[0]) {
+        return df_fail_errno(err, DF_E_IO, "'%s': cannot resolve path",
+                             top->path);
+    }
+    seen[nseen++] = owned[0];
+    for (int depth = 1;; depth++) {
+        struct df_info info;
+        enum df_format bfmt = DF_FMT_AUTO;
+        char *bpath, *real;
+
+        if (cur->drv->format != DF_FMT_QCOW2) {
+            break;
+        }
+        if (cur->drv->info(cur, &info, err) < 0) {
+            ret = -err->code;
+            break;
+        }
+        if (!info.backing_file[0]) {
+            break;
+        }
+        if (depth > DF_MAX_BACKING_DEPTH) {
+            ret = df_fail(err, DF_E_INVAL, "'%s': backing chain deeper than "
+                          "%d images", top->path, DF_MAX_BACKING_DEPTH);
+            break;
+        }
+        if (info.backing_format[0] &&
+            df_format_parse(info.backing_format, &bfmt) < 0) {
+            ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': unknown backing "
+                          "format '%s'", cur->path, info.backing_format);
+            break;
+        }
+        bpath = df_path_relative_to(cur->path, info.backing_file);
+        if (!bpath) {
+            ret = df_fail(err, DF_E_NOMEM, "out of memory");
+            break;
+        }
+        real = realpath(bpath, NULL);
+        if (!real) {
+            ret = df_fail_sys(err, "'%s': cannot open backing file '%s'",
+                              cur->path, bpath);
+            free(bpath);
+            break;
+        }
+        if (chain_has(seen, nseen, real)) {
+            ret = df_fail(err, DF_E_INVAL, "'%s': backing file '%s' creates a "
+                          "loop", cur->path, info.backing_file);
+            free(real);
+            free(bpath);
+            break;
+        }
+        owned[nseen] = real;
+        seen[nseen++] = real;
+        cur->backing = open_one(bpath, bfmt, 0, err);
+        free(bpath);
+        if (!cur->backing) {
+            df_error_prefix(err, "'%s': cannot open backing file: ",
+                            cur->path);
+            ret = -err->code;
+            break;
+        }
+        cur = cur->backing;
+    }
+    for (int i = 0; i < nseen; i++) {
+        free(owned[i]);
+    }
+    return ret;
+}
+
+struct df_image *df_image_open(const char *path, enum df_format fmt,
+                               unsigned flags, struct df_error *err)
+{
+    struct df_image *img = open_one(path, fmt, flags, err);
+
+    if (img && !(flags & DF_OPEN_NO_BACKING) &&
+        open_backing_chain(img, err) < 0) {
+        df_image_close(img, NULL);
+        return NULL;
+    }
+    return img;
+}
+
+int df_image_close(struct df_image *img, struct df_error *err)
+{
+    int ret = 0;
+
+    while (img) {
+        struct df_image *next = img->backing;
+        if (img->writable) {
+            int r = img->drv->flush(img, err);
+            if (r < 0 && ret == 0) {
+                ret = r;
+            }
+        }
+        img->drv->close(img);
+        if (close(img->fd) < 0 && ret == 0) {
+            ret = df_fail_sys(err, "'%s': close failed", img->path);
+        }
+        pthread_mutex_destroy(&img->lock);
+        free(img->path);
+        free(img);
+        img = next;
+    }
+    return ret;
+}
+
+uint64_t df_image_size(const struct df_image *img)
+{
+    return img->size;
+}
+
+enum df_format df_image_format(const struct df_image *img)
+{
+    return img->drv->format;
+}
+
+const char *df_image_path(const struct df_image *img)
+{
+    return img->path;
+}
+
+struct df_image *df_image_backing(const struct df_image *img)
+{
+    return img->backing;
+}
+
+/* ---- I/O ---- */
+
+static int check_range(struct df_image *img, uint64_t off, uint64_t len,
+                       struct df_error *err)
+{
+    if (off > img->size || len > img->size - off) {
+        return df_fail(err, DF_E_INVAL, "'%s': request at offset %llu, "
+                       "length %llu is beyond the image size %llu", img->path,
+                       (unsigned long long)off, (unsigned long long)len,
+                       (unsigned long long)img->size);
+    }
+    return 0;
+}
+
+static int check_writable(struct df_image *img, struct df_error *err)
+{
+    if (!img->writable) {
+        return df_fail(err, DF_E_INVAL, "'%s' is open read-only", img->path);
+    }
+    return 0;
+}
+
+int df_image_pread(struct df_image *img, void *buf, size_t len, uint64_t off,
+                   struct df_error *err)
+{
+    int ret = check_range(img, off, len, err);
+    return ret < 0 || !len ? ret : img->drv->pread(img, buf, len, off, err);
+}
+
+int df_image_pwrite(struct df_image *img, const void *buf, size_t len,
+                    uint64_t off, struct df_error *err)
+{
+    int ret = check_writable(img, err);
+    if (ret == 0) {
+        ret = check_range(img, off, len, err);
+    }
+    return ret < 0 || !len ? ret : img->drv->pwrite(img, buf, len, off, err);
+}
+
+int df_image_write_zeroes(struct df_image *img, uint64_t off, uint64_t len,
+                          unsigned flags, struct df_error *err)
+{
+    int ret = check_writable(img, err);
+    if (ret == 0) {
+        ret = check_range(img, off, len, err);
+    }
+    return ret < 0 || !len ? ret
+                           : img->drv->write_zeroes(img, off, len, flags, err);
+}
+
+int df_image_flush(struct df_image *img, struct df_error *err)
+{
+    return img->writable ? img->drv->flush(img, err) : 0;
+}
+
+int df_image_read_backing(struct df_image *img, void *buf, size_t len,
+                          uint64_t off, struct df_error *err)
+{
+    struct df_image *b = img->backing;
+    size_t n = 0;
+
+    if (b && off < b->size) {
+        n = (size_t)DF_MIN((uint64_t)len, b->size - off);
+        int ret = b->drv->pread(b, buf, n, off, err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    memset((char *)buf + n, 0, len - n);
+    return 0;
+}
+
+int df_image_block_status(struct df_image *img, uint64_t off, uint64_t len,
+                          bool follow_backing, struct df_extent *ext,
+                          struct df_error *err)
+{
+    struct df_image *cur = img;
+    int depth = 0, ret;
+
+    if (off >= img->size) {
+        return df_fail(err, DF_E_INVAL, "'%s': block status at offset %llu "
+                       "is beyond the image size", img->path,
+                       (unsigned long long)off);
+    }
+    len = DF_MIN(len, img->size - off);
+    for (;;) {
+        ret = cur->drv->block_status(cur, off, len, ext, err);
+        if (ret < 0) {
+            return ret;
+        }
+        ext->depth = depth;
+        if (ext->flags) {
+            return 0;
+        }
+        /* unallocated in this layer */
+        len = ext->length;
+        if (!cur->backing || !follow_backing) {
+            ext->depth = depth + (cur->backing ? 1 : 0);
+            if (!cur->backing) {
+                ext->flags = DF_BLOCK_ZERO;
+            }
+            ext->host_offset = DF_NO_OFFSET;
+            return 0;
+        }
+        cur = cur->backing;
+        depth++;
+        if (off >= cur->size) {
+            /* past the end of the backing file: zeros */
+            ext->start = off;
+            ext->length = len;
+            ext->flags = DF_BLOCK_ZERO;
+            ext->depth = depth;
+            ext->host_offset = DF_NO_OFFSET;
+            return 0;
+        }
+        len = DF_MIN(len, cur->size - off);
+    }
+}
+
+int df_image_info(struct df_image *img, struct df_info *info,
+                  struct df_error *err)
+{
+    struct stat st;
+    int ret;
+
+    memset(info, 0, sizeof(*info));
+    ret = img->drv->info(img, info, err);
+    if (ret < 0) {
+        return ret;
+    }
+    info->format = img->drv->format;
+    info->virtual_size = img->size;
+    if (fstat(img->fd, &st) < 0) {
+        return df_fail_errno(err, DF_E_IO, "'%s': cannot stat", img->path);
+    }
+    info->actual_size = (uint64_t)st.st_blocks * 512;
+    info->file_size = (uint64_t)st.st_size;
+    if (info->backing_file[0]) {
+        char *full = df_path_relative_to(img->path, info->backing_file);
+        if (full) {
+            snprintf(info->full_backing_file,
+                     sizeof(info->full_backing_file), "%s", full);
+            free(full);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - what the engine's files share and the outside does not see:
+ * the driver table, struct df_image, and the I/O helpers.
+ */
+#ifndef DF_ENGINE_INTERNAL_H
+#define DF_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "diskforge/image.h"
+#include "diskforge/ops.h"
+
+struct df_driver {
+    const char *name;
+    enum df_format format;
+    /* true when the first bytes of a file are this format */
+    bool (*probe)(const unsigned char *buf, size_t len);
+    /* fill img->size and img->state from img->fd */
+    int (*open)(struct df_image *img, unsigned flags, struct df_error *err);
+    void (*close)(struct df_image *img);
+    /* write a new image into the empty file @fd */
+    int (*create)(int fd, const char *path, const struct df_create_opts *o,
+                  struct df_error *err);
+    int (*pread)(struct df_image *img, void *buf, size_t len, uint64_t off,
+                 struct df_error *err);
+    int (*pwrite)(struct df_image *img, const void *buf, size_t len,
+                  uint64_t off, struct df_error *err);
+    int (*write_zeroes)(struct df_image *img, uint64_t off, uint64_t len,
+                        unsigned flags, struct df_error *err);
+    int (*flush)(struct df_image *img, struct df_error *err);
+    /*
+     * Status of this layer only: DF_BLOCK_DATA and/or DF_BLOCK_ZERO, or 0
+     * for "not allocated here" (the backing decides).  depth is left 0.
+     */
+    int (*block_status)(struct df_image *img, uint64_t off, uint64_t len,
+                        struct df_extent *ext, struct df_error *err);
+    int (*info)(struct df_image *img, struct df_info *info,
+                struct df_error *err);
+};
+
+extern const struct df_driver df_raw_driver;
+extern const struct df_driver df_qcow2_driver;
+
+struct df_image {
+    const struct df_driver *drv;
+    char *path;               /* as given to df_image_open() */
+    int fd;
+    bool writable;
+    uint64_t size;            /* virtual size */
+    struct df_image *backing; /* read-only, owned */
+    void *state;              /* driver-private */
+    pthread_mutex_t lock;     /* serialises metadata access (qcow2) */
+};
+
+const struct df_driver *df_driver_for(enum df_format fmt);
+
+/* Full-length pread/pwrite on a file; short reads past EOF give zeros. */
+int df_io_pread(int fd, void *buf, size_t len, uint64_t off, const char *path,
+                struct df_error *err);
+int df_io_pwrite(int fd, const void *buf, size_t len, uint64_t off,
+                 const char *path, struct df_error *err);
+/* Write @len zero bytes at @off (for full preallocation). */
+int df_io_write_zeroes(int fd, uint64_t off, uint64_t len, const char *path,
+                       struct df_error *err);
+/* Length of the file, or a negative error. */
+int df_io_file_size(int fd, uint64_t *size, const char *path,
+                    struct df_error *err);
+
+/* Read guest bytes of @img's backing (zeros past its end, or no backing). */
+int df_image_read_backing(struct df_image *img, void *buf, size_t len,
+                          uint64_t off, struct df_error *err);
+
+/* Create the image at exactly @path (no temporary, no rename). */
+int df_image_create_at(const char *path, const struct df_create_opts *o,
+                       struct df_error *err);
+
+/*
+ * A unique temporary name beside @target ("dir/.name.df-PID-N.tmp").
+ * Returns a malloc'd string, or NULL.
+ */
+char *df_temp_name(const char *target);
+
+/* Directory part of @path ("." when none), malloc'd. */
+char *df_path_dir(const char *path);
+/* @name resolved against the directory of @base, malloc'd. */
+char *df_path_relative_to(const char *base, const char *name);
+
+static inline uint64_t df_be64(const void *p)
+{
+    const unsigned char *b = p;
+    return ((uint64_t)b[0] << 56) | ((uint64_t)b[1] << 48) |
+           ((uint64_t)b[2] << 40) | ((uint64_t)b[3] << 32) |
+           ((uint64_t)b[4] << 24) | ((uint64_t)b[5] << 16) |
+           ((uint64_t)b[6] << 8) | b[7];
+}
+
+static inline uint32_t df_be32(const void *p)
+{
+    const unsigned char *b = p;
+    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) |
+           ((uint32_t)b[2] << 8) | b[3];
+}
+
+static inline uint16_t df_be16(const void *p)
+{
+    const unsigned char *b = p;
+    return (uint16_t)((b[0] << 8) | b[1]);
+}
+
+static inline void df_put_be64(void *p, uint64_t v)
+{
+    unsigned char *b = p;
+    for (int i = 7; i >= 0; i--) {
+        b[i] = (unsigned char)v;
+        v >>= 8;
+    }
+}
+
+static inline void df_put_be32(void *p, uint32_t v)
+{
+    unsigned char *b = p;
+    b[0] = (unsigned char)(v >> 24);
+    b[1] = (unsigned char)(v >> 16);
+    b[2] = (unsigned char)(v >> 8);
+    b[3] = (unsigned char)v;
+}
+
+static inline void df_put_be16(void *p, uint16_t v)
+{
+    unsigned char *b = p;
+    b[0] = (unsigned char)(v >> 8);
+    b[1] = (unsigned char)v;
+}
+
+static inline bool df_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    /* compare the first 16 bytes, then the buffer against itself shifted */
+    size_t head = len < 16 ? len : 16;
+    for (size_t i = 0; i < head; i++) {
+        if (p[i]) {
+            return false;
+        }
+    }
+    return len <= 16 || __builtin_memcmp(p, p + 16, len - 16) == 0;
+}
+
+#define DF_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define DF_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DF_DIV_ROUND_UP(n, d) (((n) + (d)-1) / (d))
+#define DF_ROUND_UP(n, d) (DF_DIV_ROUND_UP(n, d) * (d))
+
+/* Size of the I/O buffers bulk operations use. */
+#define DF_CHUNK (2u << 20)
+
+#endif

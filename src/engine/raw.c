@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * raw.c - the raw format: guest offset == file offset.  Holes are found
+ * with SEEK_DATA/SEEK_HOLE; zeroing punches holes when allowed.
+ */
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static bool raw_probe(const unsigned char *buf, size_t len)
+{
+    return true; /* anything is a raw image */
+}
+
+static int raw_open(struct df_image *img, unsigned flags, struct df_error *err)
+{
+    struct stat st;
+
+    if (fstat(img->fd, &st) < 0) {
+        return df_fail_errno(err, DF_E_IO, "'%s': cannot stat", img->path);
+    }
+    if (S_ISBLK(st.st_mode)) {
+        off_t end = lseek(img->fd, 0, SEEK_END);
+        if (end < 0) {
+            return df_fail_errno(err, DF_E_IO, "'%s': cannot get size",
+                                 img->path);
+        }
+        img->size = (uint64_t)end;
+    } else {
+        img->size = (uint64_t)st.st_size;
+    }
+    return 0;
+}
+
+static void raw_close(struct df_image *img)
+{
+}
+
+static int raw_create(int fd, const char *path, const struct df_create_opts *o,
+                      struct df_error *err)
+{
+    if (ftruncate(fd, (off_t)o->size) < 0) {
+        return df_fail_sys(err, "'%s': cannot set size", path);
+    }
+    switch (o->prealloc) {
+    case DF_PREALLOC_FALLOC: {
+        int r = posix_fallocate(fd, 0, (off_t)o->size);
+        if (r) {
+            errno = r;
+            return df_fail_sys(err, "'%s': cannot preallocate %llu bytes",
+                               path, (unsigned long long)o->size);
+        }
+        return 0;
+    }
+    case DF_PREALLOC_FULL:
+        return df_io_write_zeroes(fd, 0, o->size, path, err);
+    default:
+        return 0;
+    }
+}
+
+static int raw_pread(struct df_image *img, void *buf, size_t len, uint64_t off,
+                     struct df_error *err)
+{
+    return df_io_pread(img->fd, buf, len, off, img->path, err);
+}
+
+static int raw_pwrite(struct df_image *img, const void *buf, size_t len,
+                      uint64_t off, struct df_error *err)
+{
+    return df_io_pwrite(img->fd, buf, len, off, img->path, err);
+}
+
+static int raw_write_zeroes(struct df_image *img, uint64_t off, uint64_t len,
+                            unsigned flags, struct df_error *err)
+{
+    int mode = (flags & DF_ZERO_MAY_UNMAP)
+                   ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+                   : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+
+    if (fallocate(img->fd, mode, (off_t)off, (off_t)len) == 0) {
+        return 0;
+    }
+    /* not supported by this file system: write the zeros */
+    return df_io_write_zeroes(img->fd, off, len, img->path, err);
+}
+
+static int raw_flush(struct df_image *img, struct df_error *err)
+{
+    return 0;
+}
+
+static int raw_block_status(struct df_image *img, uint64_t off, uint64_t len,
+                            struct df_extent *ext, struct df_error *err)
+{
+    off_t data, hole;
+
+    ext->start = off;
+    ext->host_offset = DF_NO_OFFSET;
+    data = lseek(img->fd, (off_t)off, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) {
+        /* a hole to the end of the file */
+        ext->length = len;
+        ext->flags = DF_BLOCK_ZERO;
+        return 0;
+    }
+    if (data < 0) {
+        /* no SEEK_DATA here: everything is data */
+        ext->length = len;
+        ext->flags = DF_BLOCK_DATA;
+        ext->host_offset = off;
+        return 0;
+    }
+    if ((uint64_t)data > off) {
+        ext->length = DF_MIN(len, (uint64_t)data - off);
+        ext->flags = DF_BLOCK_ZERO;
+        return 0;
+    }
+    hole = lseek(img->fd, (off_t)off, SEEK_HOLE);
+    if (hole < 0 || (uint64_t)hole <= off) {
+        hole = (off_t)(off + len);
+    }
+    ext->length = DF_MIN(len, (uint64_t)hole - off);
+    ext->flags = DF_BLOCK_DATA;
+    ext->host_offset = off;
+    return 0;
+}
+
+static int raw_info(struct df_image *img, struct df_info *info,
+                    struct df_error *err)
+{
+    return 0;
+}
+
+const struct df_driver df_raw_driver = {
+    .name = "raw",
+    .format = DF_FMT_RAW,
+    .probe = raw_probe,
+    .open = raw_open,
+    .close = raw_close,
+    .create = raw_create,
+    .pread = raw_pread,
+    .pwrite = raw_pwrite,
+    .write_zeroes = raw_write_zeroes,
+    .flush = raw_flush,
+    .block_status = raw_block_status,
+    .info = raw_info,
+};

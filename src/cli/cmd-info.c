@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-info.c - `diskforge info`: what qemu-img info prints, in the same
+ * words (human) and the same keys in the same order (JSON).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+static const char usage_text[] =
+    "usage: diskforge info [-f FMT] [--output human|json] [--backing-chain] "
+    "IMG\n"
+    "\n"
+    "Show the format, sizes and format options of the image IMG.\n"
+    "\n"
+    "  -f FMT            format of IMG (raw or qcow2); probed if not given\n"
+    "  --output FORMAT   human (default) or json, as qemu-img info prints\n"
+    "  --backing-chain   also show every image of IMG's backing chain\n"
+    "  -h, --help        show this help\n";
+
+enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN };
+
+/* ---- human ---- */
+
+static void print_human(const char *path, const struct df_info *in)
+{
+    char vsize[32], dsize[32];
+
+    df_format_size(in->virtual_size, vsize, sizeof(vsize));
+    df_format_size(in->actual_size, dsize, sizeof(dsize));
+    printf("image: %s\n"
+           "file format: %s\n"
+           "virtual size: %s (%llu bytes)\n"
+           "disk size: %s\n",
+           path, df_format_name(in->format), vsize,
+           (unsigned long long)in->virtual_size, dsize);
+    if (in->format != DF_FMT_QCOW2) {
+        return;
+    }
+    printf("cluster_size: %u\n", in->cluster_size);
+    if (in->dirty) {
+        printf("cleanly shut down: no\n");
+    }
+    if (in->backing_file[0]) {
+        printf("backing file: %s", in->backing_file);
+        if (strcmp(in->backing_file, in->full_backing_file) != 0) {
+            printf(" (actual path: %s)", in->full_backing_file);
+        }
+        putchar('\n');
+    }
+    if (in->backing_format[0]) {
+        printf("backing file format: %s\n", in->backing_format);
+    }
+    printf("Format specific information:\n"
+           "    compat: %s\n"
+           "    compression type: %s\n",
+           in->version == 2 ? "0.10" : "1.1",
+           in->compression == DF_COMPRESS_ZSTD ? "zstd" : "zlib");
+    if (in->version == 2) {
+        printf("    refcount bits: %d\n", in->refcount_bits);
+        return;
+    }
+    printf("    lazy refcounts: %s\n"
+           "    refcount bits: %d\n"
+           "    corrupt: %s\n"
+           "    extended l2: %s\n",
+           in->lazy_refcounts ? "true" : "false", in->refcount_bits,
+           in->corrupt ? "true" : "false", in->extended_l2 ? "true" : "false");
+}
+
+/* ---- JSON ---- */
+
+/* A JSON string; bytes that are not valid UTF-8 become '?'. */
+static json_t *jstr(const char *s)
+{
+    json_t *j = json_string(s);
+    char *copy;
+
+    if (j || !(copy = strdup(s))) {
+        return j;
+    }
+    for (char *p = copy; *p; p++) {
+        if ((unsigned char)*p >= 0x80) {
+            *p = '?';
+        }
+    }
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+static json_t *format_specific(const struct df_info *in)
+{
+    json_t *data = json_object();
+
+    json_object_set_new(data, "compat",
+                        json_string(in->version == 2 ? "0.10" : "1.1"));
+    json_object_set_new(data, "compression-type",
+                        json_string(in->compression == DF_COMPRESS_ZSTD
+                                        ? "zstd" : "zlib"));
+    if (in->version != 2) {
+        json_object_set_new(data, "lazy-refcounts",
+                            json_boolean(in->lazy_refcounts));
+    }
+    json_object_set_new(data, "refcount-bits",
+                        json_integer(in->refcount_bits));
+    if (in->version != 2) {
+        json_object_set_new(data, "corrupt", json_boolean(in->corrupt));
+        json_object_set_new(data, "extended-l2",
+                            json_boolean(in->extended_l2));
+    }
+    return json_pack("{s:s, s:o}", "type", "qcow2", "data", data);
+}
+
+/* The keys in qemu-img 7.2's order (it is not alphabetical). */
+static json_t *info_json(const char *path, const struct df_info *in)
+{
+    json_t *o = json_object();
+    bool qcow2 = in->format == DF_FMT_QCOW2;
+
+    if (in->backing_format[0]) {
+        json_object_set_new(o, "backing-filename-format",
+                            jstr(in->backing_format));
+    }
+    json_object_set_new(o, "virtual-size",
+                        json_integer((json_int_t)in->virtual_size));
+    json_object_set_new(o, "filename", jstr(path));
+    if (qcow2) {
+        json_object_set_new(o, "cluster-size",
+                            json_integer(in->cluster_size));
+    }
+    json_object_set_new(o, "format", json_string(df_format_name(in->format)));
+    json_object_set_new(o, "actual-size",
+                        json_integer((json_int_t)in->actual_size));
+    if (qcow2) {
+        json_object_set_new(o, "format-specific", format_specific(in));
+    }
+    if (in->backing_file[0]) {
+        json_object_set_new(o, "full-backing-filename",
+                            jstr(in->full_backing_file));
+        json_object_set_new(o, "backing-filename", jstr(in->backing_file));
+    }
+    json_object_set_new(o, "dirty-flag", json_boolean(in->dirty));
+    return o;
+}
+
+/* ---- the command ---- */
+
+static int parse_output(const char *s, bool *json)
+{
+    if (!strcmp(s, "human")) {
+        *json = false;
+    } else if (!strcmp(s, "json")) {
+        *json = true;
+    } else {
+        return cli_usage("info", "--output must be 'human' or 'json', not "
+                         "'%s'", s);
+    }
+    return CLI_OK;
+}
+
+/* Print IMG (and its backing chain when @chain); returns the exit code. */
+static int show(struct df_image *top, bool json, bool chain)
+{
+    struct df_error err = { 0 };
+    json_t *arr = json_array();
+    int ret = CLI_OK;
+
+    for (struct df_image *img = top; img && ret == CLI_OK;
+         img = chain ? df_image_backing(img) : NULL) {
+        struct df_info in;
+        if (df_image_info(img, &in, &err) < 0) {
+            ret = cli_fail(&err);
+        } else if (json) {
+            json_array_append_new(arr, info_json(df_image_path(img), &in));
+        } else {
+            if (img != top) {
+                putchar('\n');
+            }
+            print_human(df_image_path(img), &in);
+        }
+    }
+    if (ret == CLI_OK && json) {
+        json_t *out = chain ? arr : json_array_get(arr, 0);
+        if (json_dumpf(out, stdout, JSON_INDENT(4) | JSON_PRESERVE_ORDER) <
+            0) {
+            cli_error("cannot write the JSON output");
+            ret = CLI_FAIL;
+        } else {
+            putchar('\n');
+        }
+    }
+    json_decref(arr);
+    return ret;
+}
+
+int cmd_info(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "output", required_argument, NULL, OPT_OUTPUT },
+        { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    enum df_format fmt = DF_FMT_AUTO;
+    struct df_error err = { 0 };
+    struct df_image *img;
+    bool json = false, chain = false;
+    int c, ret;
+
+    cli_getopt_reset();
+    while ((c = getopt_long(argc, argv, ":f:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            if (cli_parse_format("info", optarg, &fmt) < 0) {
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_OUTPUT:
+            if (parse_output(optarg, &json) != CLI_OK) {
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_BACKING_CHAIN: chain = true; break;
+        case 'h': fputs(usage_text, stdout); return CLI_OK;
+        default: return cli_bad_option("info", c, argv, longopts);
+        }
+    }
+    if (argc - optind != 1) {
+        return cli_usage("info", argc == optind ? "missing image name"
+                                                : "expected one image name");
+    }
+    /* a plain info does not need (or check) the backing files */
+    img = df_image_open(argv[optind], fmt, chain ? 0 : DF_OPEN_NO_BACKING,
+                        &err);
+    if (!img) {
+        return cli_fail(&err);
+    }
+    ret = show(img, json, chain);
+    df_image_close(img, NULL);
+    return ret;
+}

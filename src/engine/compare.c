@@ -22,6 +22,7 @@
 #define SCAN_BLOCK 4096
 
 struct cmp {
+    struct df_image *a, *b; /* for messages */
     unsigned char *buf[2];
     uint64_t total; /* the larger virtual size, for progress */
     df_progress_fn progress;
@@ -89,7 +90,8 @@ static int status(struct df_image *img, uint64_t off, uint64_t end,
 static int report(struct cmp *c, uint64_t done, struct df_error *err)
 {
     if (c->progress && c->progress(c->opaque, done, c->total)) {
-        return df_fail(err, DF_E_CANCELED, "comparison canceled");
+        return df_fail(err, DF_E_CANCELED, "comparing '%s' and '%s': "
+                       "canceled", df_image_path(c->a), df_image_path(c->b));
     }
     return 0;
 }
@@ -158,8 +160,8 @@ int df_compare(struct df_image *a, struct df_image *b, bool strict,
 {
     uint64_t sa = df_image_size(a), sb = df_image_size(b);
     uint64_t common = DF_MIN(sa, sb);
-    struct cmp c = { .total = DF_MAX(sa, sb), .progress = progress,
-                     .opaque = opaque };
+    struct cmp c = { .a = a, .b = b, .total = DF_MAX(sa, sb),
+                     .progress = progress, .opaque = opaque };
     struct df_image *both[2] = { a, b };
     int ret;
 

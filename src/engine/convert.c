@@ -135,9 +135,10 @@ static int report(struct convert *c, uint64_t done, struct df_error *err)
  * Write @len bytes of @buf (guest offset @off) to the target, leaving out
  * granules that hold only zeros.  Granule boundaries sit at multiples of
  * the granule size in the target, so the first and last granule of a
- * buffer may be partial; each piece is judged on its own bytes, which is
- * exact because the bytes outside the buffer are written (or not) by
- * their own calls.  Runs of non-zero granules go out in one write.
+ * buffer may be partial and are judged on the bytes they have here.  That
+ * never changes the content: whatever is skipped holds zeros, which the
+ * new target already reads.  Runs of non-zero granules go out in one
+ * write.
  */
 static int write_sparse(struct convert *c, const unsigned char *buf,
                         size_t len, uint64_t off, struct df_error *err)

@@ -45,7 +45,18 @@ void df_error_prefix(struct df_error *err, const char *fmt, ...)
     vsnprintf(pre, sizeof(pre), fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s%s", pre, old);
+    {
+        size_t np = strlen(pre), no = strlen(old);
+        if (np >= sizeof(err->msg)) {
+            np = sizeof(err->msg) - 1;
+        }
+        if (no > sizeof(err->msg) - 1 - np) {
+            no = sizeof(err->msg) - 1 - np;
+        }
+        memcpy(err->msg, pre, np);
+        memcpy(err->msg + np, old, no);
+        err->msg[np + no] = '\0';
+    }
 }
 
 void df_error_clear(struct df_error *err)

@@ -1,0 +1,1164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * qcow2-cluster.c - guest offsets to host clusters: the L1 table, the L2
+ * table cache, reads, writes with copy-on-write, zeroing, block status and
+ * preallocation.
+ *
+ * Reads look up a run of clusters under img->lock, then do the data I/O
+ * without it, so many threads can read one image at once.  Writes hold
+ * img->lock from lookup to the last metadata update.  Metadata is written
+ * back by qcow2_flush_tables() in a crash-safe order: refcounts, then L2
+ * tables, then the L1 table.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qcow2.h"
+
+/* ---- entry decoding ---- */
+
+enum qcow2_cluster_type qcow2_entry_type(const struct qcow2_state *s,
+                                         uint64_t e)
+{
+    if (e & QCOW2_OFLAG_COMPRESSED) {
+        return QCOW2_CLUSTER_COMPRESSED;
+    }
+    if ((e & QCOW2_OFLAG_ZERO) && s->h.version >= 3) {
+        return (e & QCOW2_OFFSET_MASK) ? QCOW2_CLUSTER_ZERO_ALLOC
+                                       : QCOW2_CLUSTER_ZERO_PLAIN;
+    }
+    return (e & QCOW2_OFFSET_MASK) ? QCOW2_CLUSTER_NORMAL
+                                   : QCOW2_CLUSTER_UNALLOCATED;
+}
+
+/* Check a standard (not compressed) L2 entry read from the file. */
+static int check_l2_entry(struct df_image *img, uint64_t e, uint64_t guest,
+                          struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t reserved = QCOW2_L2_RESERVED;
+    uint64_t off = e & QCOW2_OFFSET_MASK;
+
+    if (e & QCOW2_OFLAG_COMPRESSED) {
+        return 0;
+    }
+    if (s->h.version < 3) {
+        reserved |= QCOW2_OFLAG_ZERO;
+    }
+    if (e & reserved) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': L2 entry 0x%016llx for "
+                       "guest offset %llu has reserved bits set", img->path,
+                       (unsigned long long)e, (unsigned long long)guest);
+    }
+    if (off & (s->cluster_size - 1)) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': data cluster 0x%llx for "
+                       "guest offset %llu is not cluster aligned", img->path,
+                       (unsigned long long)off, (unsigned long long)guest);
+    }
+    return 0;
+}
+
+/* ---- the L2 cache ---- */
+
+int qcow2_cache_init(struct qcow2_state *s)
+{
+    uint64_t n = (32ULL << 20) / s->cluster_size;
+
+    s->l2_cache_slots = (unsigned)DF_MIN(DF_MAX(n, 8), 256);
+    s->l2_cache = calloc(s->l2_cache_slots, sizeof(*s->l2_cache));
+    return s->l2_cache ? 0 : -1;
+}
+
+void qcow2_cache_free(struct qcow2_state *s)
+{
+    for (unsigned i = 0; s->l2_cache && i < s->l2_cache_slots; i++) {
+        free(s->l2_cache[i].table);
+    }
+    free(s->l2_cache);
+    s->l2_cache = NULL;
+}
+
+static void note_file_end(struct qcow2_state *s, uint64_t end)
+{
+    if (end > s->file_size) {
+        s->file_size = end;
+    }
+}
+
+static int write_l2(struct df_image *img, struct qcow2_l2_slot *slot,
+                    struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    unsigned char *raw = malloc(s->cluster_size);
+    int ret;
+
+    if (!raw) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    for (uint64_t i = 0; i < s->l2_entries; i++) {
+        df_put_be64(raw + 8 * i, slot->table[i]);
+    }
+    ret = df_io_pwrite(img->fd, raw, s->cluster_size, slot->offset,
+                       img->path, err);
+    free(raw);
+    if (ret == 0) {
+        slot->dirty = false;
+        note_file_end(s, slot->offset + s->cluster_size);
+    }
+    return ret;
+}
+
+/* A free or least recently used slot, written back if needed. */
+static int cache_victim(struct df_image *img, struct qcow2_l2_slot **out,
+                        struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_l2_slot *v = &s->l2_cache[0];
+
+    for (unsigned i = 0; i < s->l2_cache_slots; i++) {
+        struct qcow2_l2_slot *c = &s->l2_cache[i];
+        if (!c->offset) {
+            v = c;
+            break;
+        }
+        if (c->lru < v->lru) {
+            v = c;
+        }
+    }
+    if (v->offset && v->dirty) {
+        /* refcounts first, so a crash can only leak clusters */
+        int ret = qcow2_flush_refcounts(img, err);
+        if (ret == 0) {
+            ret = write_l2(img, v, err);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (!v->table) {
+        v->table = malloc(s->cluster_size);
+        if (!v->table) {
+            return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+        }
+    }
+    v->offset = 0;
+    v->dirty = false;
+    *out = v;
+    return 0;
+}
+
+static struct qcow2_l2_slot *cache_find(struct qcow2_state *s, uint64_t off)
+{
+    for (unsigned i = 0; i < s->l2_cache_slots; i++) {
+        if (s->l2_cache[i].offset == off) {
+            s->l2_cache[i].lru = ++s->lru_clock;
+            return &s->l2_cache[i];
+        }
+    }
+    return NULL;
+}
+
+/* The L2 table at host offset @off, loaded into the cache. */
+static int l2_load(struct df_image *img, uint64_t off,
+                   struct qcow2_l2_slot **out, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_l2_slot *slot = cache_find(s, off);
+    unsigned char *raw;
+    int ret;
+
+    if (slot) {
+        *out = slot;
+        return 0;
+    }
+    if (off + s->cluster_size > s->file_size) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': L2 table at 0x%llx is beyond "
+                       "the end of the file", img->path,
+                       (unsigned long long)off);
+    }
+    ret = cache_victim(img, &slot, err);
+    if (ret < 0) {
+        return ret;
+    }
+    raw = malloc(s->cluster_size);
+    if (!raw) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    ret = df_io_pread(img->fd, raw, s->cluster_size, off, img->path, err);
+    for (uint64_t i = 0; ret == 0 && i < s->l2_entries; i++) {
+        slot->table[i] = df_be64(raw + 8 * i);
+    }
+    free(raw);
+    if (ret < 0) {
+        return ret;
+    }
+    slot->offset = off;
+    slot->lru = ++s->lru_clock;
+    *out = slot;
+    return 0;
+}
+
+/* Validate L1 entry @i and return the L2 table offset it holds (0: none). */
+static int l1_entry(struct df_image *img, uint64_t i, uint64_t *l2off,
+                    struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t e = s->l1[i];
+
+    *l2off = e & QCOW2_OFFSET_MASK;
+    if (e & QCOW2_L1_RESERVED) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': L1 entry %llu (0x%016llx) "
+                       "has reserved bits set", img->path,
+                       (unsigned long long)i, (unsigned long long)e);
+    }
+    if (*l2off & (s->cluster_size - 1)) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': L2 table offset 0x%llx in L1 "
+                       "entry %llu is not cluster aligned", img->path,
+                       (unsigned long long)*l2off, (unsigned long long)i);
+    }
+    return 0;
+}
+
+/*
+ * Look up the L2 table mapping guest offset @off.  *slot is NULL when the
+ * L1 entry is empty.  With @alloc, a missing table is allocated, and a
+ * table shared with a snapshot (no COPIED flag) is copied first.
+ */
+static int get_l2(struct df_image *img, uint64_t off, bool alloc,
+                  struct qcow2_l2_slot **slot, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t i = qcow2_l1_index(s, off), l2off;
+    struct qcow2_l2_slot *old = NULL, *n;
+    int64_t noff;
+    int ret;
+
+    *slot = NULL;
+    if (i >= s->l1_size) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': guest offset %llu is beyond "
+                       "the L1 table", img->path, (unsigned long long)off);
+    }
+    ret = l1_entry(img, i, &l2off, err);
+    if (ret < 0) {
+        return ret;
+    }
+    if (l2off) {
+        ret = l2_load(img, l2off, &old, err);
+        if (ret < 0 || !alloc || (s->l1[i] & QCOW2_OFLAG_COPIED)) {
+            *slot = old;
+            return ret;
+        }
+    } else if (!alloc) {
+        return 0;
+    }
+    noff = qcow2_alloc_clusters(img, 1, err);
+    if (noff < 0) {
+        return (int)noff;
+    }
+    if (noff == 0) {
+        s->corrupt = true;
+        return df_fail(err, DF_E_CORRUPT, "'%s': refusing to place an L2 "
+                       "table at offset 0", img->path);
+    }
+    /* @old may be evicted by cache_victim; copy its entries first */
+    {
+        uint64_t *copy = NULL;
+        if (old) {
+            copy = malloc(s->cluster_size);
+            if (!copy) {
+                return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                               img->path);
+            }
+            memcpy(copy, old->table, s->cluster_size);
+        }
+        ret = cache_victim(img, &n, err);
+        if (ret < 0) {
+            free(copy);
+            return ret;
+        }
+        if (copy) {
+            memcpy(n->table, copy, s->cluster_size);
+            free(copy);
+        } else {
+            memset(n->table, 0, s->cluster_size);
+        }
+    }
+    n->offset = (uint64_t)noff;
+    n->dirty = true;
+    n->lru = ++s->lru_clock;
+    s->l1[i] = (uint64_t)noff | QCOW2_OFLAG_COPIED;
+    s->l1_dirty = true;
+    if (l2off) {
+        ret = qcow2_free_clusters(img, l2off, 1, err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    *slot = n;
+    return 0;
+}
+
+/* ---- compressed clusters ---- */
+
+static void compressed_span(const struct qcow2_state *s, uint64_t e,
+                            uint64_t *off, uint64_t *len)
+{
+    unsigned x = 62 - (s->cluster_bits - 8);
+    uint64_t nsec = ((e >> x) & ((1ULL << (s->cluster_bits - 8)) - 1)) + 1;
+
+    *off = e & ((1ULL << x) - 1);
+    *len = nsec * 512 - (*off & 511);
+}
+
+/* Decompress the cluster described by @e into @out (one cluster). */
+static int read_compressed(struct df_image *img, uint64_t e, uint64_t guest,
+                           unsigned char *out, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t off, len;
+    unsigned char *in;
+    int ret;
+
+    compressed_span(s, e, &off, &len);
+    if (off >= s->file_size) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': compressed cluster for guest "
+                       "offset %llu starts beyond the end of the file",
+                       img->path, (unsigned long long)guest);
+    }
+    len = DF_MIN(len, s->file_size - off);
+    in = malloc(len ? len : 1);
+    if (!in) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    ret = df_io_pread(img->fd, in, len, off, img->path, err);
+    if (ret == 0 && qcow2_decompress(s->h.compression_type, in, len, out,
+                                     s->cluster_size) < 0) {
+        ret = df_fail(err, DF_E_CORRUPT, "'%s': compressed cluster for guest "
+                      "offset %llu does not decompress", img->path,
+                      (unsigned long long)guest);
+    }
+    free(in);
+    return ret;
+}
+
+/* ---- reads ---- */
+
+struct run {
+    enum qcow2_cluster_type type;
+    uint64_t host;  /* host offset of the run's first byte (NORMAL) */
+    uint64_t bytes; /* length of the run from the request position */
+    uint64_t entry; /* the first cluster's L2 entry (COMPRESSED) */
+};
+
+/*
+ * Describe the run of clusters from guest @off (at most @len bytes) that
+ * share one type and, for data, contiguous host clusters.  Runs stop at
+ * the end of an L2 table.  Called with the lock held.
+ */
+static int map_run(struct df_image *img, uint64_t off, uint64_t len,
+                   struct run *r, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_l2_slot *slot;
+    uint64_t in = qcow2_offset_into_cluster(s, off);
+    uint64_t idx = qcow2_l2_index(s, off);
+    uint64_t avail = ((s->l2_entries - idx) << s->cluster_bits) - in;
+    uint64_t e, n;
+    int ret;
+
+    len = DF_MIN(len, avail);
+    ret = get_l2(img, off, false, &slot, err);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!slot) {
+        r->type = QCOW2_CLUSTER_UNALLOCATED;
+        r->bytes = len;
+        return 0;
+    }
+    e = slot->table[idx];
+    ret = check_l2_entry(img, e, off, err);
+    if (ret < 0) {
+        return ret;
+    }
+    r->type = qcow2_entry_type(s, e);
+    r->entry = e;
+    r->host = (e & QCOW2_OFFSET_MASK) + in;
+    if (r->type == QCOW2_CLUSTER_NORMAL && (e & QCOW2_OFFSET_MASK) >=
+                                               s->file_size) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': data cluster 0x%llx for guest "
+                       "offset %llu is beyond the end of the file", img->path,
+                       (unsigned long long)(e & QCOW2_OFFSET_MASK),
+                       (unsigned long long)off);
+    }
+    n = s->cluster_size - in;
+    if (r->type == QCOW2_CLUSTER_COMPRESSED) {
+        r->bytes = DF_MIN(len, n);
+        return 0;
+    }
+    while (n < len) {
+        uint64_t e2 = slot->table[++idx];
+        if (check_l2_entry(img, e2, off + n, NULL) < 0 ||
+            qcow2_entry_type(s, e2) != r->type) {
+            break;
+        }
+        if (r->type == QCOW2_CLUSTER_NORMAL) {
+            uint64_t h2 = e2 & QCOW2_OFFSET_MASK;
+            if (h2 != (e & QCOW2_OFFSET_MASK) + n + in ||
+                h2 >= s->file_size) {
+                break;
+            }
+        }
+        n += s->cluster_size;
+    }
+    r->bytes = DF_MIN(len, n);
+    return 0;
+}
+
+static int read_range(struct df_image *img, unsigned char *buf, size_t len,
+                      uint64_t off, bool locked, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    unsigned char *cbuf = NULL;
+    int ret = 0;
+
+    while (len && ret == 0) {
+        struct run r;
+
+        if (!locked) {
+            pthread_mutex_lock(&img->lock);
+        }
+        ret = map_run(img, off, len, &r, err);
+        if (!locked) {
+            pthread_mutex_unlock(&img->lock);
+        }
+        if (ret < 0) {
+            break;
+        }
+        switch (r.type) {
+        case QCOW2_CLUSTER_UNALLOCATED:
+            ret = df_image_read_backing(img, buf, r.bytes, off, err);
+            break;
+        case QCOW2_CLUSTER_ZERO_PLAIN:
+        case QCOW2_CLUSTER_ZERO_ALLOC:
+            memset(buf, 0, r.bytes);
+            break;
+        case QCOW2_CLUSTER_NORMAL:
+            ret = df_io_pread(img->fd, buf, r.bytes, r.host, img->path, err);
+            break;
+        case QCOW2_CLUSTER_COMPRESSED:
+            if (!cbuf && !(cbuf = malloc(s->cluster_size))) {
+                ret = df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                              img->path);
+                break;
+            }
+            ret = read_compressed(img, r.entry, off, cbuf, err);
+            if (ret == 0) {
+                memcpy(buf, cbuf + qcow2_offset_into_cluster(s, off),
+                       r.bytes);
+            }
+            break;
+        }
+        buf += r.bytes;
+        off += r.bytes;
+        len -= r.bytes;
+    }
+    free(cbuf);
+    return ret;
+}
+
+int qcow2_read(struct df_image *img, void *buf, size_t len, uint64_t off,
+               struct df_error *err)
+{
+    return read_range(img, buf, len, off, false, err);
+}
+
+/* ---- writes ---- */
+
+static int check_writable_state(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+
+    if (s->corrupt) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': an inconsistency was found "
+                       "earlier; refusing further writes", img->path);
+    }
+    if ((s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) &&
+        !s->dirty_marked) {
+        /* lazy refcounts: the image is dirty until we flush */
+        int ret = qcow2_write_header_field64(
+            img, QCOW2_HDR_INCOMPAT,
+            s->h.incompatible_features | QCOW2_INCOMPAT_DIRTY, err);
+        if (ret < 0) {
+            return ret;
+        }
+        s->dirty_marked = true;
+    }
+    return 0;
+}
+
+/* Drop one reference to whatever host storage entry @e holds. */
+static int release_entry(struct df_image *img, uint64_t e,
+                         struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+
+    switch (qcow2_entry_type(s, e)) {
+    case QCOW2_CLUSTER_NORMAL:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        return qcow2_free_clusters(img, e & QCOW2_OFFSET_MASK, 1, err);
+    case QCOW2_CLUSTER_COMPRESSED: {
+        uint64_t off, len, first, last;
+        compressed_span(s, e, &off, &len);
+        first = off >> s->cluster_bits;
+        last = (off + len - 1) >> s->cluster_bits;
+        return qcow2_free_clusters(img, first << s->cluster_bits,
+                                   last - first + 1, err);
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Does writing into a cluster with entry @e need a new cluster? */
+static bool needs_alloc(const struct qcow2_state *s, uint64_t e)
+{
+    enum qcow2_cluster_type t = qcow2_entry_type(s, e);
+
+    return !((t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
+             (e & QCOW2_OFLAG_COPIED));
+}
+
+/*
+ * Write one cluster's worth of @buf at guest @off (within one cluster) to
+ * host cluster @host, filling the rest of the cluster from its old content
+ * (@old_entry) when the write is partial.
+ */
+static int write_partial(struct df_image *img, uint64_t host,
+                         const unsigned char *buf, size_t len, uint64_t off,
+                         bool keep_old, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t start = off & ~(s->cluster_size - 1);
+    uint64_t in = off - start;
+    uint64_t vis = DF_MIN(s->cluster_size, img->size - start);
+    unsigned char *c = calloc(1, s->cluster_size);
+    int ret = 0;
+
+    if (!c) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    if (keep_old) {
+        ret = read_range(img, c, vis, start, true, err);
+    }
+    if (ret == 0) {
+        memcpy(c + in, buf, len);
+        ret = df_io_pwrite(img->fd, c, s->cluster_size, host, img->path, err);
+    }
+    free(c);
+    return ret;
+}
+
+static int write_locked(struct df_image *img, const unsigned char *buf,
+                        size_t len, uint64_t off, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = check_writable_state(img, err);
+
+    while (len && ret == 0) {
+        struct qcow2_l2_slot *slot;
+        uint64_t idx = qcow2_l2_index(s, off);
+        uint64_t in = qcow2_offset_into_cluster(s, off);
+        uint64_t left = DF_MIN((uint64_t)len,
+                               ((s->l2_entries - idx) << s->cluster_bits) -
+                                   in);
+        uint64_t n, ncl, e;
+        int64_t host;
+
+        ret = get_l2(img, off, true, &slot, err);
+        if (ret < 0) {
+            break;
+        }
+        e = slot->table[idx];
+        ret = check_l2_entry(img, e, off, err);
+        if (ret < 0) {
+            break;
+        }
+        if (!needs_alloc(s, e)) {
+            /* overwrite in place a run of contiguous owned clusters */
+            uint64_t h0 = e & QCOW2_OFFSET_MASK;
+            bool zero = qcow2_entry_type(s, e) == QCOW2_CLUSTER_ZERO_ALLOC;
+            n = s->cluster_size - in;
+            while (!zero && n < left) {
+                uint64_t e2 = slot->table[idx + n / s->cluster_size];
+                if (needs_alloc(s, e2) ||
+                    qcow2_entry_type(s, e2) != QCOW2_CLUSTER_NORMAL ||
+                    (e2 & QCOW2_OFFSET_MASK) != h0 + in + n) {
+                    break;
+                }
+                n += s->cluster_size;
+            }
+            n = DF_MIN(n, left);
+            if (zero && n < s->cluster_size) {
+                /* the rest of a preallocated zero cluster must read 0 */
+                ret = write_partial(img, h0, buf, n, off, false, err);
+            } else {
+                ret = df_io_pwrite(img->fd, buf, n, h0 + in, img->path, err);
+            }
+            if (ret < 0) {
+                break;
+            }
+            if (zero) {
+                slot->table[idx] = h0 | QCOW2_OFLAG_COPIED;
+                slot->dirty = true;
+            }
+            note_file_end(s, h0 + in + n);
+            buf += n;
+            off += n;
+            len -= n;
+            continue;
+        }
+        /* a run of clusters that all need new host clusters */
+        ncl = 1;
+        while ((ncl << s->cluster_bits) < in + left &&
+               needs_alloc(s, slot->table[idx + ncl]) &&
+               check_l2_entry(img, slot->table[idx + ncl], off, NULL) == 0) {
+            ncl++;
+        }
+        n = DF_MIN(left, (ncl << s->cluster_bits) - in);
+        host = qcow2_alloc_clusters(img, ncl, err);
+        if (host < 0) {
+            ret = (int)host;
+            break;
+        }
+        if (host == 0) {
+            s->corrupt = true;
+            ret = df_fail(err, DF_E_CORRUPT, "'%s': refusing to place data at "
+                          "offset 0", img->path);
+            break;
+        }
+        /* the allocation may have evicted the slot: look it up again */
+        ret = get_l2(img, off, true, &slot, err);
+        if (ret < 0) {
+            break;
+        }
+        {
+            uint64_t done = 0, h = (uint64_t)host;
+            /* head: partial first cluster */
+            if (in || n < s->cluster_size) {
+                uint64_t k = DF_MIN(n, s->cluster_size - in);
+                ret = write_partial(img, h, buf, k, off, true, err);
+                done = k;
+            }
+            /* middle: whole clusters straight from the caller's buffer */
+            if (ret == 0 && n - done >= s->cluster_size) {
+                uint64_t k = (n - done) & ~(s->cluster_size - 1);
+                ret = df_io_pwrite(img->fd, buf + done, k, h + in + done,
+                                   img->path, err);
+                done += k;
+            }
+            /* tail: partial last cluster */
+            if (ret == 0 && done < n) {
+                ret = write_partial(img, h + in + done, buf + done, n - done,
+                                    off + done, true, err);
+            }
+            if (ret < 0) {
+                break;
+            }
+            note_file_end(s, h + (ncl << s->cluster_bits));
+            for (uint64_t k = 0; k < ncl; k++) {
+                uint64_t old = slot->table[idx + k];
+                slot->table[idx + k] = (h + (k << s->cluster_bits)) |
+                                       QCOW2_OFLAG_COPIED;
+                ret = release_entry(img, old, err);
+                if (ret < 0) {
+                    break;
+                }
+            }
+            slot->dirty = true;
+        }
+        buf += n;
+        off += n;
+        len -= n;
+    }
+    return ret;
+}
+
+int qcow2_write(struct df_image *img, const void *buf, size_t len,
+                uint64_t off, struct df_error *err)
+{
+    int ret;
+
+    pthread_mutex_lock(&img->lock);
+    ret = write_locked(img, buf, len, off, err);
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+/* ---- zeroing ---- */
+
+/* Does the cluster at @off already read as zeros? */
+static int reads_zero(struct df_image *img, uint64_t off, bool *zero,
+                      struct df_error *err)
+{
+    struct run r;
+    int ret = map_run(img, off, 1, &r, err);
+
+    *zero = ret == 0 && (r.type == QCOW2_CLUSTER_ZERO_PLAIN ||
+                         r.type == QCOW2_CLUSTER_ZERO_ALLOC ||
+                         (r.type == QCOW2_CLUSTER_UNALLOCATED &&
+                          (!img->backing || off >= img->backing->size)));
+    return ret;
+}
+
+static int zero_partial(struct df_image *img, uint64_t off, uint64_t len,
+                        struct df_error *err)
+{
+    unsigned char *z;
+    bool zero;
+    int ret = reads_zero(img, off, &zero, err);
+
+    if (ret < 0 || zero) {
+        return ret;
+    }
+    z = calloc(1, len);
+    if (!z) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    ret = write_locked(img, z, len, off, err);
+    free(z);
+    return ret;
+}
+
+/* Zero whole clusters [off, off + len) within one L2 table. */
+static int zero_clusters(struct df_image *img, uint64_t off, uint64_t len,
+                         unsigned flags, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_l2_slot *slot;
+    uint64_t idx = qcow2_l2_index(s, off), n = len >> s->cluster_bits;
+    bool has_backing = img->backing && off < img->backing->size;
+    int ret;
+
+    if (s->h.version < 3 && has_backing) {
+        /* no zero flag in v2: only explicit zeros hide the backing file */
+        for (uint64_t k = 0; k < n; k++) {
+            ret = zero_partial(img, off + (k << s->cluster_bits),
+                               s->cluster_size, err);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        return 0;
+    }
+    ret = get_l2(img, off, has_backing, &slot, err);
+    if (ret < 0 || !slot) {
+        return ret; /* no table and nothing beneath: already zeros */
+    }
+    if (!(s->l1[qcow2_l1_index(s, off)] & QCOW2_OFLAG_COPIED)) {
+        ret = get_l2(img, off, true, &slot, err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t e = slot->table[idx + k], ne;
+        enum qcow2_cluster_type t = qcow2_entry_type(s, e);
+        bool unmap = t == QCOW2_CLUSTER_COMPRESSED ||
+                     ((flags & DF_ZERO_MAY_UNMAP) &&
+                      (t == QCOW2_CLUSTER_NORMAL ||
+                       t == QCOW2_CLUSTER_ZERO_ALLOC)) ||
+                     (t != QCOW2_CLUSTER_UNALLOCATED &&
+                      !(e & QCOW2_OFLAG_COPIED));
+
+        ret = check_l2_entry(img, e, off, err);
+        if (ret < 0) {
+            return ret;
+        }
+        if (s->h.version < 3) {
+            /* v2 without a backing file: deallocate */
+            ne = 0;
+            unmap = t != QCOW2_CLUSTER_UNALLOCATED;
+        } else {
+            ne = (unmap ? 0 : e) | QCOW2_OFLAG_ZERO;
+        }
+        if (ne == e) {
+            continue;
+        }
+        slot->table[idx + k] = ne;
+        slot->dirty = true;
+        if (unmap) {
+            ret = release_entry(img, e, err);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    return 0;
+}
+
+int qcow2_zero(struct df_image *img, uint64_t off, uint64_t len,
+               unsigned flags, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret;
+
+    pthread_mutex_lock(&img->lock);
+    ret = check_writable_state(img, err);
+    while (len && ret == 0) {
+        uint64_t in = qcow2_offset_into_cluster(s, off);
+        uint64_t n;
+
+        if (in || len < s->cluster_size) {
+            /* partial cluster (or the image's last, partial cluster) */
+            n = DF_MIN(len, s->cluster_size - in);
+            if (in == 0 && off + n == img->size) {
+                ret = zero_clusters(img, off, s->cluster_size, flags, err);
+            } else {
+                ret = zero_partial(img, off, n, err);
+            }
+        } else {
+            uint64_t idx = qcow2_l2_index(s, off);
+            n = DF_MIN(len & ~(s->cluster_size - 1),
+                       (s->l2_entries - idx) << s->cluster_bits);
+            ret = zero_clusters(img, off, n, flags, err);
+        }
+        off += n;
+        len -= n;
+    }
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+/* ---- block status ---- */
+
+int qcow2_status(struct df_image *img, uint64_t off, uint64_t len,
+                 struct df_extent *ext, struct df_error *err)
+{
+    struct run r;
+    uint64_t total = 0;
+    int ret = 0;
+
+    ext->start = off;
+    ext->host_offset = DF_NO_OFFSET;
+    pthread_mutex_lock(&img->lock);
+    ret = map_run(img, off, len, &r, err);
+    if (ret == 0) {
+        struct run r2 = r;
+        uint64_t host = r.host;
+        total = r.bytes;
+        /* merge following runs of the same kind (and contiguous data) */
+        while (r.type != QCOW2_CLUSTER_COMPRESSED && total < len) {
+            if (map_run(img, off + total, len - total, &r2, NULL) < 0 ||
+                r2.type != r.type ||
+                (r.type == QCOW2_CLUSTER_NORMAL && r2.host != host + total)) {
+                break;
+            }
+            total += r2.bytes;
+        }
+    }
+    pthread_mutex_unlock(&img->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    ext->length = total;
+    switch (r.type) {
+    case QCOW2_CLUSTER_UNALLOCATED:
+        ext->flags = 0;
+        break;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+        ext->flags = DF_BLOCK_ZERO;
+        break;
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        ext->flags = DF_BLOCK_ZERO;
+        ext->host_offset = r.host;
+        break;
+    case QCOW2_CLUSTER_COMPRESSED:
+        ext->flags = DF_BLOCK_DATA | DF_BLOCK_COMPRESSED;
+        break;
+    case QCOW2_CLUSTER_NORMAL: {
+        /* preallocated clusters may be holes in the file: they read 0 */
+        off_t d = lseek(img->fd, (off_t)r.host, SEEK_DATA);
+        ext->flags = DF_BLOCK_DATA;
+        ext->host_offset = r.host;
+        if (d < 0 && errno == ENXIO) {
+            ext->flags |= DF_BLOCK_ZERO;
+        } else if (d >= 0 && (uint64_t)d > r.host) {
+            ext->flags |= DF_BLOCK_ZERO;
+            ext->length = DF_MIN(total, (uint64_t)d - r.host);
+        } else if (d >= 0) {
+            off_t h = lseek(img->fd, (off_t)r.host, SEEK_HOLE);
+            if (h > (off_t)r.host && (uint64_t)h - r.host < total) {
+                ext->length = (uint64_t)h - r.host;
+            }
+        }
+        break;
+    }
+    }
+    return 0;
+}
+
+/* ---- L1 growth, preallocation, flush ---- */
+
+int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
+                  struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t bytes = min_size * 8, old_off = s->l1_offset;
+    uint64_t old_clusters = DF_DIV_ROUND_UP((uint64_t)s->l1_size * 8,
+                                            s->cluster_size);
+    unsigned char *raw;
+    uint64_t *nl1;
+    int64_t off;
+    int ret;
+
+    if (min_size <= s->l1_size) {
+        return 0;
+    }
+    if (bytes > QCOW2_MAX_L1_BYTES) {
+        return df_fail(err, DF_E_NOSPC, "'%s': the L1 table would exceed its "
+                       "maximum size", img->path);
+    }
+    nl1 = calloc(min_size, sizeof(uint64_t));
+    raw = calloc(1, bytes);
+    if (!nl1 || !raw) {
+        free(nl1);
+        free(raw);
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
+    /* tables the new L1 points at must be on disk before it */
+    ret = qcow2_flush_tables(img, err);
+    off = ret < 0 ? ret
+                  : qcow2_alloc_clusters(
+                        img, DF_DIV_ROUND_UP(bytes, s->cluster_size), err);
+    if (off < 0) {
+        free(nl1);
+        free(raw);
+        return (int)off;
+    }
+    for (uint64_t i = 0; i < min_size; i++) {
+        df_put_be64(raw + 8 * i, nl1[i]);
+    }
+    ret = qcow2_flush_refcounts(img, err);
+    if (ret == 0) {
+        ret = df_io_pwrite(img->fd, raw, bytes, (uint64_t)off, img->path, err);
+    }
+    free(raw);
+    if (ret == 0) {
+        unsigned char hdr[12];
+        df_put_be32(hdr, (uint32_t)min_size);
+        df_put_be64(hdr + 4, (uint64_t)off);
+        ret = df_io_pwrite(img->fd, hdr, sizeof(hdr), QCOW2_HDR_L1_SIZE,
+                           img->path, err);
+    }
+    if (ret < 0) {
+        free(nl1);
+        return ret;
+    }
+    note_file_end(s, (uint64_t)off + bytes);
+    free(s->l1);
+    s->l1 = nl1;
+    s->l1_size = (uint32_t)min_size;
+    s->l1_offset = (uint64_t)off;
+    s->h.l1_size = (uint32_t)min_size;
+    s->h.l1_table_offset = (uint64_t)off;
+    if (old_clusters && old_off) {
+        ret = qcow2_free_clusters(img, old_off, old_clusters, err);
+    }
+    return ret;
+}
+
+/* Map guest clusters [first, first + n) of one L2 table to host @host. */
+static int link_l2(struct df_image *img, uint64_t first, uint64_t n,
+                   uint64_t host, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_l2_slot *slot;
+    uint64_t off = first << s->cluster_bits;
+    uint64_t idx = qcow2_l2_index(s, off);
+    int ret = get_l2(img, off, true, &slot, err);
+
+    for (uint64_t k = 0; ret == 0 && k < n; k++) {
+        slot->table[idx + k] = (host + (k << s->cluster_bits)) |
+                               QCOW2_OFLAG_COPIED;
+    }
+    if (ret == 0) {
+        slot->dirty = true;
+    }
+    return ret;
+}
+
+/* Clusters of guest range [c, end) up to the end of c's L2 table. */
+static uint64_t clusters_in_l2(const struct qcow2_state *s, uint64_t c,
+                               uint64_t end)
+{
+    uint64_t l2_end = (c | (s->l2_entries - 1)) + 1;
+    return DF_MIN(end, l2_end) - c;
+}
+
+/*
+ * preallocation=metadata: for each L2 table in turn, allocate the table
+ * and then one contiguous run of data clusters for it, and finally make
+ * the file long enough to hold the last data cluster.
+ */
+static int prealloc_metadata(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t nclusters = DF_DIV_ROUND_UP(img->size, s->cluster_size);
+    uint64_t chunk = ((uint64_t)INT32_MAX & ~(s->cluster_size - 1)) >>
+                     s->cluster_bits;
+    uint64_t c = 0, end = 0;
+    int ret = 0;
+
+    while (c < nclusters && ret == 0) {
+        uint64_t stop = DF_MIN(nclusters, c + chunk);
+        while (c < stop && ret == 0) {
+            uint64_t n = clusters_in_l2(s, c, stop);
+            struct qcow2_l2_slot *slot;
+            int64_t host;
+
+            ret = get_l2(img, c << s->cluster_bits, true, &slot, err);
+            if (ret < 0) {
+                break;
+            }
+            host = qcow2_alloc_clusters(img, n, err);
+            if (host < 0) {
+                ret = (int)host;
+                break;
+            }
+            ret = link_l2(img, c, n, (uint64_t)host, err);
+            c += n;
+            /* the last cluster of the image may be partial */
+            end = (uint64_t)host + (n << s->cluster_bits);
+            if (c == nclusters && (img->size & (s->cluster_size - 1))) {
+                end -= s->cluster_size - (img->size & (s->cluster_size - 1));
+            }
+        }
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_tables(img, err);
+    }
+    if (ret == 0 && end > s->file_size) {
+        if (ftruncate(img->fd, (off_t)end) < 0) {
+            return df_fail_sys(err, "'%s': cannot extend the file", img->path);
+        }
+        s->file_size = end;
+    }
+    return ret;
+}
+
+/*
+ * preallocation=falloc/full: place new refcount structures able to cover
+ * the whole image after the metadata in use, then one contiguous data area
+ * (fallocated, or written with zeros), then map it through L2 tables that
+ * the allocator places in the free clusters left.
+ */
+static int prealloc_data(struct df_image *img, enum df_prealloc mode,
+                         struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t ndata = DF_DIV_ROUND_UP(img->size, s->cluster_size);
+    uint64_t nl2 = DF_DIV_ROUND_UP(ndata, s->l2_entries) + 1;
+    uint64_t start, data_end, cur, c = 0;
+    int64_t last, area;
+    int ret;
+
+    ret = qcow2_last_used_cluster(img, &last, err);
+    if (ret < 0) {
+        return ret;
+    }
+    area = qcow2_refcount_area(img, (uint64_t)(last + 1) << s->cluster_bits,
+                               ndata + nl2, true, 0, 0, err);
+    if (area < 0) {
+        return (int)area;
+    }
+    start = (uint64_t)area;
+    ret = qcow2_alloc_clusters_at(img, start, ndata, err);
+    if (ret == 0) {
+        ret = qcow2_flush_refcounts(img, err);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    data_end = start + (ndata << s->cluster_bits);
+    cur = s->file_size;
+    if (data_end > cur) {
+        if (mode == DF_PREALLOC_FULL) {
+            ret = df_io_write_zeroes(img->fd, cur, data_end - cur, img->path,
+                                     err);
+        } else {
+            int r = posix_fallocate(img->fd, (off_t)cur,
+                                    (off_t)(data_end - cur));
+            if (r) {
+                errno = r;
+                ret = df_fail_sys(err, "'%s': cannot preallocate %llu bytes",
+                                  img->path,
+                                  (unsigned long long)(data_end - cur));
+            }
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        s->file_size = data_end;
+    }
+    while (c < ndata && ret == 0) {
+        uint64_t n = clusters_in_l2(s, c, ndata);
+        ret = link_l2(img, c, n, start + (c << s->cluster_bits), err);
+        c += n;
+    }
+    return ret;
+}
+
+int qcow2_preallocate(struct df_image *img, enum df_prealloc mode,
+                      struct df_error *err)
+{
+    switch (mode) {
+    case DF_PREALLOC_METADATA:
+        return prealloc_metadata(img, err);
+    case DF_PREALLOC_FALLOC:
+    case DF_PREALLOC_FULL:
+        return prealloc_data(img, mode, err);
+    default:
+        return 0;
+    }
+}
+
+int qcow2_flush_tables(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = qcow2_flush_refcounts(img, err);
+
+    for (unsigned i = 0; ret == 0 && i < s->l2_cache_slots; i++) {
+        struct qcow2_l2_slot *slot = &s->l2_cache[i];
+        if (slot->offset && slot->dirty) {
+            ret = write_l2(img, slot, err);
+        }
+    }
+    if (ret == 0 && s->l1_dirty) {
+        unsigned char *raw = malloc((size_t)s->l1_size * 8);
+        if (!raw) {
+            return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+        }
+        for (uint32_t i = 0; i < s->l1_size; i++) {
+            df_put_be64(raw + 8 * i, s->l1[i]);
+        }
+        ret = df_io_pwrite(img->fd, raw, (size_t)s->l1_size * 8, s->l1_offset,
+                           img->path, err);
+        free(raw);
+        if (ret == 0) {
+            s->l1_dirty = false;
+        }
+    }
+    if (ret == 0 && s->dirty_marked) {
+        /* everything is consistent on disk again */
+        ret = qcow2_write_header_field64(img, QCOW2_HDR_INCOMPAT,
+                                         s->h.incompatible_features, err);
+        if (ret == 0) {
+            s->dirty_marked = false;
+        }
+    }
+    return ret;
+}

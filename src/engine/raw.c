@@ -31,7 +31,9 @@ static int raw_open(struct df_image *img, unsigned flags, struct df_error *err)
         }
         img->size = (uint64_t)end;
     } else {
-        img->size = (uint64_t)st.st_size;
+        /* like qemu: a raw image is a whole number of 512-byte sectors;
+         * the bytes past the end of the file read as zeros */
+        img->size = DF_ROUND_UP((uint64_t)st.st_size, 512);
     }
     return 0;
 }

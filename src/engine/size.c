@@ -2,7 +2,6 @@
 /* Sizes as qemu-img reads and prints them. */
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,8 +103,12 @@ void df_format_size(uint64_t v, char *buf, size_t len)
                                          "TiB", "PiB", "EiB" };
     int i = 0;
 
-    /* the unit is the largest power of 1024 not above the value */
-    while (i < 6 && (v >> (10 * (i + 1))) != 0) {
+    /*
+     * Like qemu-img: the largest power of 1024 in which the value is
+     * at least 1, switching up already at 1000 ("0.977 MiB", never
+     * "1e+03 KiB").
+     */
+    while (i < 6 && (double)v * 1.024 >= (double)(1ULL << (10 * (i + 1)))) {
         i++;
     }
     snprintf(buf, len, "%0.3g %s", (double)v / (double)(1ULL << (10 * i)),

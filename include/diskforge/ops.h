@@ -74,6 +74,86 @@ DF_API int df_compare(struct df_image *a, struct df_image *b, bool strict,
                       struct df_compare_result *res, df_progress_fn progress,
                       void *opaque, struct df_error *err);
 
+/* ---- check and repair ---- */
+
+enum df_repair {
+    DF_REPAIR_NONE = 0,
+    DF_REPAIR_LEAKS = 1, /* -r leaks: free clusters nothing references */
+    DF_REPAIR_ALL = 2,   /* -r all: also rebuild wrong refcounts */
+};
+
+struct df_check_result {
+    uint64_t corruptions;       /* errors that can lose or corrupt data */
+    uint64_t leaks;             /* clusters counted but not referenced */
+    uint64_t check_errors;      /* errors that stopped the check itself */
+    uint64_t corruptions_fixed;
+    uint64_t leaks_fixed;
+    uint64_t total_clusters;    /* guest clusters */
+    uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;
+    uint64_t image_end_offset;  /* end of the last cluster in use */
+    bool repaired;              /* a repair ran: figures are after it */
+};
+
+/* One line of the check's findings ("Leaked cluster 22 refcount=1
+ * reference=0"), for the caller to print; called on the checking thread. */
+typedef void (*df_message_fn)(void *opaque, const char *line);
+
+/**
+ * df_check() - walk the metadata of the qcow2 image at @path the way
+ * qemu-img check does: every L1/L2 entry and refcount, reporting leaks,
+ * refcounts lower than the references, offsets outside the file or not
+ * aligned, metadata overlapping other clusters, and wrong COPIED flags.
+ * With @repair, fix leaks (DF_REPAIR_LEAKS) or rebuild the refcounts
+ * (DF_REPAIR_ALL), then check again; @res then describes the repaired
+ * image and the *_fixed counts what changed.  Returns 0 when the check
+ * ran (whatever it found), -DF_E_UNSUPPORTED for raw images, or another
+ * error when the image cannot be checked at all.
+ */
+DF_API int df_check(const char *path, enum df_format fmt,
+                    enum df_repair repair, struct df_check_result *res,
+                    df_message_fn msg, void *opaque, struct df_error *err);
+
+/* ---- operations that change an image in place ---- */
+
+/**
+ * df_resize() - set the virtual size of the image at @path to @size.
+ * Growing a qcow2 extends its L1 table; @prealloc applies to the new
+ * part only.  Shrinking needs @shrink and works on raw images only.
+ */
+DF_API int df_resize(const char *path, enum df_format fmt, uint64_t size,
+                     enum df_prealloc prealloc, bool shrink,
+                     struct df_error *err);
+
+/**
+ * df_commit() - copy the data of the qcow2 overlay at @path into its
+ * backing file, then empty the overlay (as qemu-img commit does).
+ */
+DF_API int df_commit(const char *path, enum df_format fmt,
+                     df_progress_fn progress, void *opaque,
+                     struct df_error *err);
+
+/**
+ * df_rebase() - make @backing (NULL: none) the backing file of the qcow2
+ * image at @path.  Unless @unsafe, first copy into the image every range
+ * where the old and the new backing chains differ, so that the guest
+ * sees the same bytes; with @unsafe only the header changes.
+ */
+DF_API int df_rebase(const char *path, enum df_format fmt,
+                     const char *backing, enum df_format backing_fmt,
+                     bool unsafe, df_progress_fn progress, void *opaque,
+                     struct df_error *err);
+
+/**
+ * df_sparsify() - deallocate the all-zero clusters (qcow2) or blocks (raw)
+ * of the image at @path in place; the content does not change.
+ * @freed receives the number of bytes deallocated (may be NULL).
+ */
+DF_API int df_sparsify(const char *path, enum df_format fmt,
+                       uint64_t *freed, df_progress_fn progress,
+                       void *opaque, struct df_error *err);
+
 #ifdef __cplusplus
 }
 #endif

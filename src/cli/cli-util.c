@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cli.h"
 
 /* ---- messages ---- */
@@ -512,4 +514,64 @@ void cli_progress_end(struct cli_progress *p)
         putchar('\n');
         p->printed = false;
     }
+}
+
+/* Length of the valid UTF-8 sequence at @p, or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+    size_t n = p[0] < 0x80 ? 1 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2
+             : p[0] >= 0xe0 && p[0] < 0xf0 ? 3 : p[0] >= 0xf0 && p[0] < 0xf5
+             ? 4 : 0;
+
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    /* overlong 3/4-byte forms, surrogates, and beyond U+10FFFF */
+    if ((n == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) ||
+                    (p[0] == 0xed && p[1] >= 0xa0))) ||
+        (n == 4 && ((p[0] == 0xf0 && p[1] < 0x90) ||
+                    (p[0] == 0xf4 && p[1] >= 0x90)))) {
+        return 0;
+    }
+    return n;
+}
+
+/*
+ * A JSON string.  A file name need not be UTF-8; like qemu-img, replace
+ * each byte that is not part of a valid sequence by U+FFFD.
+ */
+json_t *cli_json_string(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    json_t *j = json_string(s);
+    char *out, *w;
+
+    if (j || !(out = malloc(3 * strlen(s) + 1))) {
+        return j;
+    }
+    for (w = out; *p;) {
+        size_t n = utf8_len(p);
+        if (n) {
+            memcpy(w, p, n);
+            w += n;
+            p += n;
+        } else {
+            /* one U+FFFD for the lead byte and the continuation bytes
+             * it claims, as qemu-img does */
+            size_t claim = *p >= 0xfc ? 6 : *p >= 0xf8 ? 5 : *p >= 0xf0 ? 4
+                         : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 1;
+            memcpy(w, "\xEF\xBF\xBD", 3);
+            w += 3;
+            p++;
+            while (--claim && (*p & 0xc0) == 0x80) {
+                p++;
+            }
+        }
+    }
+    *w = '\0';
+    j = json_string(out);
+    free(out);
+    return j;
 }

@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "diskforge/image.h"
 #include "diskforge/ops.h"
 
@@ -49,6 +51,7 @@ struct cli_command {
     const char *help; /* one line, for `diskforge --help` */
 };
 
+int cmd_check(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_create(int argc, char **argv);
@@ -71,6 +74,12 @@ int cli_fail(const struct df_error *err);
  * CLI_USAGE so that `return cli_usage(...)` ends a command.
  */
 int cli_usage(const char *cmd, const char *fmt, ...) DF_PRINTF(2, 3);
+
+/*
+ * A JSON string for @s; bytes that are not valid UTF-8 become U+FFFD, as
+ * qemu-img prints them.  NULL only when out of memory.
+ */
+json_t *cli_json_string(const char *s);
 
 /* ---- option parsing ---- */
 

@@ -9,6 +9,7 @@
 
 /* Sorted by name; `diskforge --help` lists them in this order. */
 static const struct cli_command commands[] = {
+    { "check", cmd_check, "check a qcow2 image's metadata, and repair it" },
     { "compare", cmd_compare, "check that two images have the same content" },
     { "convert", cmd_convert, "copy an image, changing format or sparseness" },
     { "create", cmd_create, "create a new raw or qcow2 image" },

@@ -45,6 +45,10 @@ struct df_driver {
 extern const struct df_driver df_raw_driver;
 extern const struct df_driver df_qcow2_driver;
 
+/* Internal open flag: allow dirty, corrupt and snapshot images to be opened
+ * read-write, for check and repair. */
+#define DF_OPEN_CHECK (1u << 8)
+
 struct df_image {
     const struct df_driver *drv;
     char *path;               /* as given to df_image_open() */

@@ -622,3 +622,104 @@ int qcow2_flush_refcounts(struct df_image *img, struct df_error *err)
     }
     return ret;
 }
+
+int qcow2_set_refcount(struct df_image *img, uint64_t cluster, uint64_t v,
+                       struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t i = cluster >> s->rb_bits;
+    unsigned char *b;
+    int ret = get_block(img, i, &b, err);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (!b) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': no refcount block covers "
+                       "cluster %llu", img->path, (unsigned long long)cluster);
+    }
+    if (v > refcount_max(s)) {
+        return df_fail(err, DF_E_NOSPC, "'%s': refcount %llu of cluster %llu "
+                       "does not fit in %u bits", img->path,
+                       (unsigned long long)v, (unsigned long long)cluster,
+                       s->refcount_bits);
+    }
+    qcow2_rb_set(b, cluster & (s->rb_entries - 1), s->refcount_bits, v);
+    s->rb_dirty[i] = true;
+    if (v == 0 && cluster < s->free_cluster_index) {
+        s->free_cluster_index = cluster;
+    }
+    return 0;
+}
+
+/*
+ * Replace the refcount structures with new ones written after everything
+ * in use: refcount blocks, then the table, at cluster @nb or later.  The
+ * refcount of each cluster below @nb becomes @refs[cluster]; the new
+ * structures count 1; the old ones are simply no longer referenced.
+ */
+int qcow2_rebuild_refcounts(struct df_image *img, const uint16_t *refs,
+                            uint64_t nb, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t blocks, table_clusters, table_size, start = nb;
+    uint64_t *rt;
+    unsigned char **rb;
+    bool *dirty;
+
+    qcow2_refcount_metadata_clusters(start, s->cluster_size,
+                                     s->h.refcount_order, false, &blocks);
+    table_clusters = DF_DIV_ROUND_UP(blocks * 8, s->cluster_size);
+    table_size = table_clusters * s->cluster_size / 8;
+    if (table_clusters * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
+        return df_fail(err, DF_E_NOSPC, "'%s': the rebuilt refcount table "
+                       "would be too large", img->path);
+    }
+    rt = calloc(table_size, sizeof(*rt));
+    rb = calloc(table_size, sizeof(*rb));
+    dirty = calloc(table_size, sizeof(*dirty));
+    if (!rt || !rb || !dirty) {
+        free(rt);
+        free(rb);
+        free(dirty);
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    for (uint64_t i = 0; i < blocks; i++) {
+        rt[i] = (start + i) << s->cluster_bits;
+        rb[i] = calloc(1, s->cluster_size);
+        dirty[i] = true;
+        if (!rb[i]) {
+            for (uint64_t k = 0; k < i; k++) {
+                free(rb[k]);
+            }
+            free(rt);
+            free(rb);
+            free(dirty);
+            return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+        }
+    }
+    qcow2_refcounts_free(s);
+    s->rt = rt;
+    s->rb = rb;
+    s->rb_dirty = dirty;
+    s->rt_size = table_size;
+    s->refcounts_loaded = true;
+    for (uint64_t c = 0; c < start + blocks + table_clusters; c++) {
+        uint64_t v = c < nb ? refs[c] : (c >= start ? 1 : 0);
+        if (v > refcount_max(s)) {
+            return df_fail(err, DF_E_NOSPC, "'%s': cluster %llu has %llu "
+                           "references, more than %u-bit refcounts hold",
+                           img->path, (unsigned long long)c,
+                           (unsigned long long)v, s->refcount_bits);
+        }
+        qcow2_rb_set(rb[c >> s->rb_bits], c & (s->rb_entries - 1),
+                     s->refcount_bits, v);
+    }
+    s->rt_offset = (start + blocks) << s->cluster_bits;
+    s->h.refcount_table_offset = s->rt_offset;
+    s->h.refcount_table_clusters = (uint32_t)table_clusters;
+    s->rt_dirty = true;
+    s->rt_moved = true;
+    s->free_cluster_index = 0;
+    return qcow2_flush_refcounts(img, err);
+}

@@ -370,7 +370,7 @@ static int qcow2_open(struct df_image *img, unsigned flags,
     free(c0);
     c0 = NULL;
 
-    if (flags & DF_OPEN_RDWR) {
+    if ((flags & DF_OPEN_RDWR) && !(flags & DF_OPEN_CHECK)) {
         if (s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
             ret = df_fail(err, DF_E_CORRUPT, "'%s': image is marked corrupt; "
                           "cannot open it for writing", img->path);

@@ -213,12 +213,21 @@ uint64_t qcow2_refcount_metadata_clusters(uint64_t clusters,
                                           uint32_t refcount_order,
                                           bool generous, uint64_t *blocks);
 int qcow2_flush_refcounts(struct df_image *img, struct df_error *err);
+int qcow2_set_refcount(struct df_image *img, uint64_t cluster, uint64_t v,
+                       struct df_error *err);
+int qcow2_rebuild_refcounts(struct df_image *img, const uint16_t *refs,
+                            uint64_t nb, struct df_error *err);
 uint64_t qcow2_rb_get(const unsigned char *rb, uint64_t idx,
                       uint32_t refcount_bits);
 void qcow2_rb_set(unsigned char *rb, uint64_t idx, uint32_t refcount_bits,
                   uint64_t v);
 int qcow2_last_used_cluster(struct df_image *img, int64_t *last,
                             struct df_error *err);
+
+/* qcow2-check.c */
+int qcow2_check(struct df_image *img, enum df_repair repair,
+                struct df_check_result *res, df_message_fn msg, void *opaque,
+                struct df_error *err);
 
 /* qcow2-compress.c */
 int qcow2_decompress(int type, const void *src, size_t slen, void *dst,

@@ -158,6 +158,35 @@ static inline bool df_is_zero(const void *buf, size_t len)
 #define DF_DIV_ROUND_UP(n, d) (((n) + (d)-1) / (d))
 #define DF_ROUND_UP(n, d) (DF_DIV_ROUND_UP(n, d) * (d))
 
+/*
+ * Cluster compression for qcow2 output (qcow2-compress.c).  A compressor
+ * belongs to one thread at a time.  df_compress() returns the compressed
+ * length, or 0 when the result does not fit in @dlen bytes.
+ */
+struct df_compressor;
+struct df_compressor *df_compressor_new(enum df_compression type);
+void df_compressor_free(struct df_compressor *c);
+size_t df_compress(struct df_compressor *c, const void *src, size_t slen,
+                   void *dst, size_t dlen);
+
+/*
+ * Store @clen bytes of compressed data as the cluster at guest @off (cluster
+ * aligned) of the qcow2 image @img, which must not be allocated yet.
+ * Compressed clusters are packed back to back.  With @clen 0, only pad the
+ * file to a whole number of 512-byte sectors (call once at the end).
+ */
+int df_qcow2_write_compressed(struct df_image *img, uint64_t off,
+                              const void *cdata, size_t clen,
+                              struct df_error *err);
+
+/*
+ * The compressed copy of df_convert(): every cluster of @src into the new
+ * qcow2 image @dst, compressed on a thread per CPU (convert-compress.c).
+ */
+int df_convert_compressed(struct df_image *src, struct df_image *dst,
+                          df_progress_fn progress, void *opaque,
+                          const char *dst_name, struct df_error *err);
+
 /* Size of the I/O buffers bulk operations use. */
 #define DF_CHUNK (2u << 20)
 

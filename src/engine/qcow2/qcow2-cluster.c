@@ -1162,3 +1162,77 @@ int qcow2_flush_tables(struct df_image *img, struct df_error *err)
     }
     return ret;
 }
+
+/* ---- compressed writes ---- */
+
+int df_qcow2_write_compressed(struct df_image *img, uint64_t off,
+                              const void *cdata, size_t clen,
+                              struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_l2_slot *slot;
+    uint64_t idx, x, nb;
+    int64_t host;
+    int ret;
+
+    if (img->drv != &df_qcow2_driver) {
+        return df_fail(err, DF_E_UNSUPPORTED, "'%s': compressed clusters "
+                       "need a qcow2 image", img->path);
+    }
+    pthread_mutex_lock(&img->lock);
+    ret = check_writable_state(img, err);
+    if (ret == 0 && clen == 0) {
+        /* pad the file to whole sectors, for sector-based readers */
+        uint64_t end = DF_ROUND_UP(s->file_size, 512);
+        ret = qcow2_flush_tables(img, err);
+        if (ret == 0 && end > s->file_size) {
+            if (ftruncate(img->fd, (off_t)end) < 0) {
+                ret = df_fail_sys(err, "'%s': cannot extend the file",
+                                  img->path);
+            } else {
+                s->file_size = end;
+            }
+        }
+        goto out;
+    }
+    if (ret == 0 && (qcow2_offset_into_cluster(s, off) ||
+                     clen >= s->cluster_size)) {
+        ret = df_fail(err, DF_E_INVAL, "'%s': bad compressed write at %llu "
+                      "(%zu bytes)", img->path, (unsigned long long)off,
+                      clen);
+    }
+    if (ret == 0) {
+        ret = get_l2(img, off, true, &slot, err);
+    }
+    if (ret < 0) {
+        goto out;
+    }
+    idx = qcow2_l2_index(s, off);
+    if (slot->table[idx] && slot->table[idx] != QCOW2_OFLAG_ZERO) {
+        ret = df_fail(err, DF_E_INVAL, "'%s': compressed write over the "
+                      "allocated cluster at %llu", img->path,
+                      (unsigned long long)off);
+        goto out;
+    }
+    host = qcow2_alloc_bytes(img, clen, err);
+    if (host < 0) {
+        ret = (int)host;
+        goto out;
+    }
+    ret = df_io_pwrite(img->fd, cdata, clen, (uint64_t)host, img->path, err);
+    if (ret < 0) {
+        goto out;
+    }
+    note_file_end(s, (uint64_t)host + clen);
+    ret = get_l2(img, off, true, &slot, err);
+    if (ret < 0) {
+        goto out;
+    }
+    x = 62 - (s->cluster_bits - 8);
+    nb = (((uint64_t)host + clen - 1) >> 9) - ((uint64_t)host >> 9);
+    slot->table[idx] = (uint64_t)host | QCOW2_OFLAG_COMPRESSED | (nb << x);
+    slot->dirty = true;
+out:
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}

@@ -3,6 +3,8 @@
  * qcow2-compress.c - compressed clusters: raw deflate (no zlib header,
  * 4 KiB window, as QEMU writes them) and zstd frames.
  */
+#include <stdlib.h>
+
 #include <zlib.h>
 #include <zstd.h>
 
@@ -69,4 +71,71 @@ int qcow2_decompress(int type, const void *src, size_t slen, void *dst,
 {
     return type == 1 ? unzstd_cluster(src, slen, dst, dlen)
                      : inflate_cluster(src, slen, dst, dlen);
+}
+
+/* ---- compression, one context per thread ---- */
+
+struct df_compressor {
+    enum df_compression type;
+    z_stream z;
+    bool z_ready;
+    ZSTD_CCtx *zstd;
+};
+
+struct df_compressor *df_compressor_new(enum df_compression type)
+{
+    struct df_compressor *c = calloc(1, sizeof(*c));
+
+    if (!c) {
+        return NULL;
+    }
+    c->type = type;
+    if (type == DF_COMPRESS_ZSTD) {
+        c->zstd = ZSTD_createCCtx();
+        if (!c->zstd) {
+            free(c);
+            return NULL;
+        }
+    } else {
+        /* raw deflate with a 4 KiB window: what qcow2 readers expect */
+        if (deflateInit2(&c->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+                         Z_DEFAULT_STRATEGY) != Z_OK) {
+            free(c);
+            return NULL;
+        }
+        c->z_ready = true;
+    }
+    return c;
+}
+
+void df_compressor_free(struct df_compressor *c)
+{
+    if (!c) {
+        return;
+    }
+    if (c->z_ready) {
+        deflateEnd(&c->z);
+    }
+    ZSTD_freeCCtx(c->zstd);
+    free(c);
+}
+
+size_t df_compress(struct df_compressor *c, const void *src, size_t slen,
+                   void *dst, size_t dlen)
+{
+    if (c->type == DF_COMPRESS_ZSTD) {
+        size_t r = ZSTD_compress2(c->zstd, dst, dlen, src, slen);
+        return ZSTD_isError(r) ? 0 : r;
+    }
+    if (deflateReset(&c->z) != Z_OK) {
+        return 0;
+    }
+    c->z.next_in = (Bytef *)src;
+    c->z.avail_in = (uInt)slen;
+    c->z.next_out = dst;
+    c->z.avail_out = (uInt)dlen;
+    if (deflate(&c->z, Z_FINISH) != Z_STREAM_END) {
+        return 0; /* does not fit: store the cluster as it is */
+    }
+    return dlen - c->z.avail_out;
 }

@@ -723,3 +723,64 @@ int qcow2_rebuild_refcounts(struct df_image *img, const uint16_t *refs,
     s->free_cluster_index = 0;
     return qcow2_flush_refcounts(img, err);
 }
+
+/*
+ * Room for @size bytes of compressed data.  Compressed clusters are packed
+ * back to back and may run on into the next host cluster when that one is
+ * free; every host cluster an extent touches counts one more reference.
+ */
+int64_t qcow2_alloc_bytes(struct df_image *img, uint64_t size,
+                          struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t off = s->free_byte_offset, free_in, rc;
+    int ret = qcow2_refcounts_load(img, err);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (off) {
+        ret = qcow2_get_refcount(img, off >> s->cluster_bits, &rc, err);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc == refcount_max(s)) {
+            off = 0;
+        }
+    }
+    free_in = s->cluster_size - (off & (s->cluster_size - 1));
+    do {
+        if (!off || free_in < size) {
+            int64_t nc = alloc_noref(img, 1, err);
+            uint64_t noff;
+            if (nc < 0) {
+                return nc;
+            }
+            if (nc == 0) {
+                s->corrupt = true;
+                return df_fail(err, DF_E_CORRUPT, "'%s': refusing to place "
+                               "compressed data at offset 0", img->path);
+            }
+            noff = (uint64_t)nc << s->cluster_bits;
+            if (!off || DF_ROUND_UP(off, s->cluster_size) != noff) {
+                off = noff;
+                free_in = s->cluster_size;
+            } else {
+                free_in += s->cluster_size;
+            }
+        }
+        ret = update_refcount(img, off >> s->cluster_bits,
+                              ((off + size - 1) >> s->cluster_bits) -
+                                  (off >> s->cluster_bits) + 1,
+                              1, err);
+        if (ret != 0) {
+            off = 0;
+        }
+    } while (ret == RETRY);
+    if (ret < 0) {
+        return ret;
+    }
+    s->free_byte_offset = (off + size) & (s->cluster_size - 1) ? off + size
+                                                               : 0;
+    return (int64_t)off;
+}

@@ -124,6 +124,7 @@ struct qcow2_state {
     bool *rb_dirty;
     bool refcounts_loaded;
     uint64_t free_cluster_index;
+    uint64_t free_byte_offset; /* where the next compressed cluster goes */
 
     char backing_name[QCOW2_MAX_BACKING_NAME + 1];
     char backing_format[32];
@@ -213,6 +214,8 @@ uint64_t qcow2_refcount_metadata_clusters(uint64_t clusters,
                                           uint32_t refcount_order,
                                           bool generous, uint64_t *blocks);
 int qcow2_flush_refcounts(struct df_image *img, struct df_error *err);
+int64_t qcow2_alloc_bytes(struct df_image *img, uint64_t size,
+                          struct df_error *err);
 int qcow2_set_refcount(struct df_image *img, uint64_t cluster, uint64_t v,
                        struct df_error *err);
 int qcow2_rebuild_refcounts(struct df_image *img, const uint16_t *refs,

@@ -637,8 +637,9 @@ int df_image_block_status(struct df_image *img, uint64_t off, uint64_t len,
         /* unallocated in this layer */
         len = ext->length;
         if (!cur->backing || !follow_backing) {
-            ext->depth = depth + (cur->backing ? 1 : 0);
-            if (!cur->backing) {
+            /* a layer not opened (DF_OPEN_NO_BACKING) reads as zeros */
+            ext->depth = depth + (cur->backed ? 1 : 0);
+            if (!cur->backed || follow_backing) {
                 ext->flags = DF_BLOCK_ZERO;
             }
             ext->host_offset = DF_NO_OFFSET;

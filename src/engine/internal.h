@@ -56,6 +56,8 @@ struct df_image {
     bool writable;
     uint64_t size;            /* virtual size */
     struct df_image *backing; /* read-only, owned */
+    bool backed;              /* the image names a backing file, whether
+                               * or not it was opened */
     void *state;              /* driver-private */
     pthread_mutex_t lock;     /* serialises metadata access (qcow2) */
 };

@@ -709,7 +709,8 @@ static int reads_zero(struct df_image *img, uint64_t off, bool *zero,
     *zero = ret == 0 && (r.type == QCOW2_CLUSTER_ZERO_PLAIN ||
                          r.type == QCOW2_CLUSTER_ZERO_ALLOC ||
                          (r.type == QCOW2_CLUSTER_UNALLOCATED &&
-                          (!img->backing || off >= img->backing->size)));
+                          (img->backing ? off >= img->backing->size
+                                        : !img->backed)));
     return ret;
 }
 
@@ -739,7 +740,8 @@ static int zero_clusters(struct df_image *img, uint64_t off, uint64_t len,
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_l2_slot *slot;
     uint64_t idx = qcow2_l2_index(s, off), n = len >> s->cluster_bits;
-    bool has_backing = img->backing && off < img->backing->size;
+    /* a backing file that was not opened still shows through */
+    bool has_backing = img->backing ? off < img->backing->size : img->backed;
     int ret;
 
     if (s->h.version < 3 && has_backing) {
@@ -1004,13 +1006,14 @@ static uint64_t clusters_in_l2(const struct qcow2_state *s, uint64_t c,
  * and then one contiguous run of data clusters for it, and finally make
  * the file long enough to hold the last data cluster.
  */
-static int prealloc_metadata(struct df_image *img, struct df_error *err)
+static int prealloc_metadata(struct df_image *img, uint64_t first,
+                             struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t nclusters = DF_DIV_ROUND_UP(img->size, s->cluster_size);
     uint64_t chunk = ((uint64_t)INT32_MAX & ~(s->cluster_size - 1)) >>
                      s->cluster_bits;
-    uint64_t c = 0, end = 0;
+    uint64_t c = first, end = 0;
     int ret = 0;
 
     while (c < nclusters && ret == 0) {
@@ -1057,10 +1060,10 @@ static int prealloc_metadata(struct df_image *img, struct df_error *err)
  * the allocator places in the free clusters left.
  */
 static int prealloc_data(struct df_image *img, enum df_prealloc mode,
-                         struct df_error *err)
+                         uint64_t first, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    uint64_t ndata = DF_DIV_ROUND_UP(img->size, s->cluster_size);
+    uint64_t ndata = DF_DIV_ROUND_UP(img->size, s->cluster_size) - first;
     uint64_t nl2 = DF_DIV_ROUND_UP(ndata, s->l2_entries) + 1;
     uint64_t start, data_end, cur, c = 0;
     int64_t last, area;
@@ -1105,22 +1108,25 @@ static int prealloc_data(struct df_image *img, enum df_prealloc mode,
         s->file_size = data_end;
     }
     while (c < ndata && ret == 0) {
-        uint64_t n = clusters_in_l2(s, c, ndata);
-        ret = link_l2(img, c, n, start + (c << s->cluster_bits), err);
+        uint64_t n = clusters_in_l2(s, first + c, first + ndata);
+        ret = link_l2(img, first + c, n, start + (c << s->cluster_bits), err);
         c += n;
     }
     return ret;
 }
 
 int qcow2_preallocate(struct df_image *img, enum df_prealloc mode,
-                      struct df_error *err)
+                      uint64_t first, struct df_error *err)
 {
+    if (first >= DF_DIV_ROUND_UP(img->size, qcow2_state(img)->cluster_size)) {
+        return 0;
+    }
     switch (mode) {
     case DF_PREALLOC_METADATA:
-        return prealloc_metadata(img, err);
+        return prealloc_metadata(img, first, err);
     case DF_PREALLOC_FALLOC:
     case DF_PREALLOC_FULL:
-        return prealloc_data(img, mode, err);
+        return prealloc_data(img, mode, first, err);
     default:
         return 0;
     }
@@ -1233,6 +1239,100 @@ int df_qcow2_write_compressed(struct df_image *img, uint64_t off,
     slot->table[idx] = (uint64_t)host | QCOW2_OFLAG_COMPRESSED | (nb << x);
     slot->dirty = true;
 out:
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+/* ---- whole-image changes: resize, make empty ---- */
+
+int qcow2_resize(struct df_image *img, uint64_t size, enum df_prealloc mode,
+                 struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t old = img->size, first;
+    struct run r;
+    int ret;
+
+    if (size < old) {
+        return df_fail(err, DF_E_UNSUPPORTED, "'%s': shrinking qcow2 images "
+                       "is not supported", img->path);
+    }
+    if (qcow2_l1_entries_for(size, s->cluster_bits) * 8 > QCOW2_MAX_L1_BYTES) {
+        return df_fail(err, DF_E_INVAL, "'%s': size %llu is too large for "
+                       "cluster size %llu", img->path,
+                       (unsigned long long)size,
+                       (unsigned long long)s->cluster_size);
+    }
+    pthread_mutex_lock(&img->lock);
+    ret = qcow2_grow_l1(img, qcow2_l1_entries_for(size, s->cluster_bits),
+                        err);
+    if (ret == 0) {
+        ret = qcow2_write_header_field64(img, 24, size, err);
+    }
+    if (ret == 0) {
+        img->size = size;
+        s->h.size = size;
+        /* preallocate from the first cluster not in use yet */
+        first = old >> s->cluster_bits;
+        if (old & (s->cluster_size - 1)) {
+            ret = map_run(img, old, 1, &r, err);
+            if (ret == 0 && r.type != QCOW2_CLUSTER_UNALLOCATED) {
+                first++;
+            }
+        }
+        if (ret == 0 && mode != DF_PREALLOC_OFF) {
+            ret = qcow2_preallocate(img, mode, first, err);
+        }
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_tables(img, err);
+    }
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+int qcow2_make_empty(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int64_t last;
+    int ret = 0;
+
+    pthread_mutex_lock(&img->lock);
+    for (uint32_t i = 0; i < s->l1_size && ret == 0; i++) {
+        struct qcow2_l2_slot *slot;
+        uint64_t l2off = s->l1[i] & QCOW2_OFFSET_MASK;
+
+        if (!l2off) {
+            continue;
+        }
+        ret = get_l2(img, (uint64_t)i << (s->cluster_bits + s->l2_bits),
+                     false, &slot, err);
+        for (uint64_t j = 0; ret == 0 && j < s->l2_entries; j++) {
+            ret = release_entry(img, slot->table[j], err);
+        }
+        if (ret == 0) {
+            /* drop the table from the cache, then free it */
+            slot->offset = 0;
+            slot->dirty = false;
+            s->l1[i] = 0;
+            s->l1_dirty = true;
+            ret = qcow2_free_clusters(img, l2off, 1, err);
+        }
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_tables(img, err);
+    }
+    if (ret == 0) {
+        ret = qcow2_last_used_cluster(img, &last, err);
+    }
+    if (ret == 0 && last >= 0) {
+        uint64_t end = (uint64_t)(last + 1) << s->cluster_bits;
+        if (end < s->file_size && ftruncate(img->fd, (off_t)end) < 0) {
+            ret = df_fail_sys(err, "'%s': cannot shorten the file", img->path);
+        } else if (end < s->file_size) {
+            s->file_size = end;
+        }
+    }
     pthread_mutex_unlock(&img->lock);
     return ret;
 }

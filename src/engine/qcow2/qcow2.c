@@ -3,6 +3,7 @@
  * qcow2.c - qcow2 header parsing and validation, header extensions, open,
  * create, info, and the driver table.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -369,6 +370,7 @@ static int qcow2_open(struct df_image *img, unsigned flags,
     }
     free(c0);
     c0 = NULL;
+    img->backed = s->backing_name[0] != '\0';
 
     if ((flags & DF_OPEN_RDWR) && !(flags & DF_OPEN_CHECK)) {
         if (s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
@@ -619,7 +621,7 @@ static int qcow2_create(int fd, const char *path,
         qcow2_state(&img)->h.size = o->size;
     }
     if (ret == 0 && o->prealloc != DF_PREALLOC_OFF) {
-        ret = qcow2_preallocate(&img, o->prealloc, err);
+        ret = qcow2_preallocate(&img, o->prealloc, 0, err);
     }
     if (ret == 0) {
         ret = qcow2_flush_tables(&img, err);
@@ -674,3 +676,92 @@ const struct df_driver df_qcow2_driver = {
     .block_status = qcow2_status,
     .info = qcow2_info,
 };
+
+/*
+ * Rewrite the header cluster with a new backing file name and format.
+ * The header fields and every other extension are kept as they are.
+ */
+int qcow2_set_backing(struct df_image *img, const char *name,
+                      enum df_format fmt, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size, hl = s->h.header_length;
+    uint64_t end = s->h.backing_file_offset ? s->h.backing_file_offset : cs;
+    size_t nlen = name ? strlen(name) : 0;
+    unsigned char *old = calloc(1, cs), *buf = calloc(1, cs);
+    uint64_t in, out;
+    int ret;
+
+    if (!old || !buf) {
+        free(old);
+        free(buf);
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    if (nlen > QCOW2_MAX_BACKING_NAME) {
+        ret = df_fail(err, DF_E_INVAL, "'%s': backing file name longer than "
+                      "%d bytes", img->path, QCOW2_MAX_BACKING_NAME);
+        goto out;
+    }
+    pthread_mutex_lock(&img->lock);
+    ret = df_io_pread(img->fd, old, cs, 0, img->path, err);
+    pthread_mutex_unlock(&img->lock);
+    if (ret < 0) {
+        goto out;
+    }
+    memcpy(buf, old, hl);
+    out = hl;
+    if (nlen && fmt != DF_FMT_AUTO) {
+        const char *f = df_format_name(fmt);
+        out += put_ext(buf + out, QCOW2_EXT_BACKING_FORMAT, f,
+                       (uint32_t)strlen(f));
+    }
+    for (in = hl; in + 8 <= end;) {
+        uint32_t type = df_be32(old + in), len = df_be32(old + in + 4);
+        uint64_t step = 8 + DF_ROUND_UP((uint64_t)len, 8);
+        if (type == QCOW2_EXT_END || len > end - in - 8) {
+            break;
+        }
+        if (type != QCOW2_EXT_BACKING_FORMAT) {
+            if (out + step + 8 + nlen > cs) {
+                ret = df_fail(err, DF_E_NOSPC, "'%s': the header extensions "
+                              "do not fit in the header cluster", img->path);
+                goto out;
+            }
+            memcpy(buf + out, old + in, step);
+            out += step;
+        }
+        in += step;
+    }
+    out += 8; /* end of extensions */
+    if (out + nlen > cs) {
+        ret = df_fail(err, DF_E_NOSPC, "'%s': backing file name does not fit "
+                      "in the header cluster", img->path);
+        goto out;
+    }
+    memcpy(buf + out, name ? name : "", nlen);
+    df_put_be64(buf + 8, nlen ? out : 0);
+    df_put_be32(buf + 16, (uint32_t)nlen);
+    pthread_mutex_lock(&img->lock);
+    ret = df_io_pwrite(img->fd, buf, DF_MAX(out + nlen, hl + 8), 0, img->path,
+                       err);
+    if (ret == 0) {
+        /* clear what the old, longer header may have left behind */
+        uint64_t tail = DF_MAX(out + nlen, hl + 8);
+        ret = df_io_pwrite(img->fd, buf + tail, cs - tail, tail, img->path,
+                           err);
+    }
+    if (ret == 0) {
+        img->backed = nlen != 0;
+        s->h.backing_file_offset = nlen ? out : 0;
+        s->h.backing_file_size = (uint32_t)nlen;
+        memcpy(s->backing_name, name ? name : "", nlen);
+        s->backing_name[nlen] = '\0';
+        snprintf(s->backing_format, sizeof(s->backing_format), "%s",
+                 nlen && fmt != DF_FMT_AUTO ? df_format_name(fmt) : "");
+    }
+    pthread_mutex_unlock(&img->lock);
+out:
+    free(old);
+    free(buf);
+    return ret;
+}

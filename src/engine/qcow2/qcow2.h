@@ -192,7 +192,12 @@ int qcow2_flush_tables(struct df_image *img, struct df_error *err);
 int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
                   struct df_error *err);
 int qcow2_preallocate(struct df_image *img, enum df_prealloc mode,
-                      struct df_error *err);
+                      uint64_t first, struct df_error *err);
+int qcow2_resize(struct df_image *img, uint64_t size, enum df_prealloc mode,
+                 struct df_error *err);
+int qcow2_make_empty(struct df_image *img, struct df_error *err);
+int qcow2_set_backing(struct df_image *img, const char *name,
+                      enum df_format fmt, struct df_error *err);
 
 /* qcow2-refcount.c */
 int qcow2_refcounts_load(struct df_image *img, struct df_error *err);

@@ -1,0 +1,472 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * inplace.c - operations that change an existing image: resize, commit,
+ * rebase and sparsify.  Each opens the image itself, works through the
+ * public image calls where it can, and uses the qcow2 driver's own
+ * functions for what only the format can do (growing the L1 table,
+ * emptying an image, rewriting the backing file name).
+ */
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qcow2/qcow2.h"
+
+static int progress_at(df_progress_fn fn, void *opaque, uint64_t done,
+                       uint64_t total, const char *path, const char *what,
+                       struct df_error *err)
+{
+    if (fn && fn(opaque, done, total)) {
+        return df_fail(err, DF_E_CANCELED, "'%s': %s canceled", path, what);
+    }
+    return 0;
+}
+
+/* ---- resize ---- */
+
+static int resize_raw(struct df_image *img, uint64_t size,
+                      enum df_prealloc prealloc, bool shrink,
+                      struct df_error *err)
+{
+    uint64_t old;
+    int ret = df_io_file_size(img->fd, &old, img->path, err);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (size < old && !shrink) {
+        return df_fail(err, DF_E_INVAL, "'%s': use the --shrink option to "
+                       "perform a shrink operation", img->path);
+    }
+    if (prealloc == DF_PREALLOC_METADATA) {
+        return df_fail(err, DF_E_INVAL, "'%s': preallocation 'metadata' is "
+                       "only for qcow2 images", img->path);
+    }
+    if (ftruncate(img->fd, (off_t)size) < 0) {
+        return df_fail_sys(err, "'%s': cannot resize to %llu bytes",
+                           img->path, (unsigned long long)size);
+    }
+    if (size > old && prealloc == DF_PREALLOC_FULL) {
+        return df_io_write_zeroes(img->fd, old, size - old, img->path, err);
+    }
+    if (size > old && prealloc == DF_PREALLOC_FALLOC) {
+        int r = posix_fallocate(img->fd, (off_t)old, (off_t)(size - old));
+        if (r) {
+            errno = r;
+            return df_fail_sys(err, "'%s': cannot preallocate", img->path);
+        }
+    }
+    return 0;
+}
+
+int df_resize(const char *path, enum df_format fmt, uint64_t size,
+              enum df_prealloc prealloc, bool shrink, struct df_error *err)
+{
+    struct df_image *img;
+    int ret;
+
+    if ((unsigned)prealloc > DF_PREALLOC_FULL) {
+        return df_fail(err, DF_E_INVAL, "'%s': unknown preallocation mode",
+                       path);
+    }
+    if (size == 0 || size > (uint64_t)INT64_MAX) {
+        return df_fail(err, DF_E_INVAL, "'%s': invalid new size %llu", path,
+                       (unsigned long long)size);
+    }
+    img = df_image_open(path, fmt, DF_OPEN_RDWR | DF_OPEN_NO_BACKING, err);
+    if (!img) {
+        return -err->code;
+    }
+    if (df_image_format(img) == DF_FMT_RAW) {
+        ret = resize_raw(img, size, prealloc, shrink, err);
+    } else {
+        ret = qcow2_resize(img, size, prealloc, err);
+    }
+    if (df_image_close(img, ret < 0 ? NULL : err) < 0 && ret == 0) {
+        ret = -err->code;
+    }
+    return ret;
+}
+
+/* ---- commit ---- */
+
+/* Copy every range allocated in @top (its own layer) into @base. */
+static int copy_allocated(struct df_image *top, struct df_image *base,
+                          df_progress_fn progress, void *opaque,
+                          struct df_error *err)
+{
+    uint64_t size = df_image_size(top), off = 0;
+    unsigned char *buf = malloc(DF_CHUNK);
+    int ret = 0;
+
+    if (!buf) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                       df_image_path(top));
+    }
+    while (ret == 0 && off < size) {
+        struct df_extent ext;
+
+        ret = df_image_block_status(top, off, size - off, false, &ext, err);
+        if (ret < 0) {
+            break;
+        }
+        if (ext.depth == 0 && (ext.flags & DF_BLOCK_ZERO) &&
+            !(ext.flags & DF_BLOCK_DATA)) {
+            ret = df_image_write_zeroes(base, off, ext.length,
+                                        DF_ZERO_MAY_UNMAP, err);
+        } else if (ext.depth == 0 && (ext.flags & DF_BLOCK_DATA)) {
+            for (uint64_t p = off; ret == 0 && p < off + ext.length;) {
+                size_t n = (size_t)DF_MIN((uint64_t)DF_CHUNK,
+                                          off + ext.length - p);
+                ret = df_image_pread(top, buf, n, p, err);
+                if (ret == 0) {
+                    ret = df_image_pwrite(base, buf, n, p, err);
+                }
+                p += n;
+            }
+        }
+        off += ext.length;
+        if (ret == 0) {
+            ret = progress_at(progress, opaque, off, size,
+                              df_image_path(top), "commit", err);
+        }
+    }
+    free(buf);
+    return ret;
+}
+
+int df_commit(const char *path, enum df_format fmt, df_progress_fn progress,
+              void *opaque, struct df_error *err)
+{
+    struct df_image *top, *base = NULL;
+    struct df_info info;
+    enum df_format bfmt = DF_FMT_AUTO;
+    int ret;
+
+    /* the overlay's own clusters never read through, so no chain here */
+    top = df_image_open(path, fmt, DF_OPEN_RDWR | DF_OPEN_NO_BACKING, err);
+    if (!top) {
+        return -err->code;
+    }
+    ret = df_image_info(top, &info, err);
+    if (ret == 0 && !info.backing_file[0]) {
+        ret = df_fail(err, DF_E_INVAL, "'%s' has no backing file to commit "
+                      "into", path);
+    }
+    if (ret == 0 && info.backing_format[0] &&
+        df_format_parse(info.backing_format, &bfmt) < 0) {
+        ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': unknown backing format "
+                      "'%s'", path, info.backing_format);
+    }
+    if (ret == 0) {
+        base = df_image_open(info.full_backing_file, bfmt, DF_OPEN_RDWR, err);
+        if (!base) {
+            df_error_prefix(err, "'%s': cannot open the backing file for "
+                            "writing: ", path);
+            ret = -err->code;
+        }
+    }
+    if (ret == 0 && df_image_size(base) < df_image_size(top)) {
+        /* the base grows to hold everything the overlay shows */
+        df_image_close(base, NULL);
+        base = NULL;
+        ret = df_resize(info.full_backing_file, bfmt, df_image_size(top),
+                        DF_PREALLOC_OFF, false, err);
+        if (ret == 0) {
+            base = df_image_open(info.full_backing_file, bfmt, DF_OPEN_RDWR,
+                                 err);
+            ret = base ? 0 : -err->code;
+        }
+    }
+    if (ret == 0) {
+        ret = copy_allocated(top, base, progress, opaque, err);
+    }
+    if (base && df_image_close(base, ret < 0 ? NULL : err) < 0 && ret == 0) {
+        ret = -err->code;
+    }
+    if (ret == 0 && df_image_format(top) == DF_FMT_QCOW2) {
+        /* everything now lives in the base: empty the overlay */
+        ret = qcow2_make_empty(top, err);
+    }
+    if (df_image_close(top, ret < 0 ? NULL : err) < 0 && ret == 0) {
+        ret = -err->code;
+    }
+    return ret;
+}
+
+/* ---- rebase ---- */
+
+/*
+ * Copy into @img each cluster it does not hold itself whose content
+ * differs between its current backing chain and @nb (NULL: zeros).
+ */
+static int copy_differences(struct df_image *img, struct df_image *nb,
+                            df_progress_fn progress, void *opaque,
+                            struct df_error *err)
+{
+    struct df_info info;
+    uint64_t size = df_image_size(img), off = 0, cs;
+    unsigned char *a = NULL, *b = NULL;
+    int ret = df_image_info(img, &info, err);
+
+    if (ret < 0) {
+        return ret;
+    }
+    cs = info.cluster_size;
+    a = malloc(DF_CHUNK);
+    b = malloc(DF_CHUNK);
+    if (!a || !b) {
+        ret = df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    while (ret == 0 && off < size) {
+        struct df_extent ext;
+
+        ret = df_image_block_status(img, off, size - off, false, &ext, err);
+        if (ret < 0 || ext.depth == 0) {
+            off += ret < 0 ? 0 : ext.length;
+            continue;
+        }
+        for (uint64_t p = off; ret == 0 && p < off + ext.length;) {
+            size_t n = (size_t)DF_MIN((uint64_t)DF_CHUNK,
+                                      off + ext.length - p);
+            uint64_t nsz = nb ? df_image_size(nb) : 0;
+            size_t in_new = p < nsz ? (size_t)DF_MIN((uint64_t)n, nsz - p) : 0;
+
+            ret = df_image_read_backing(img, a, n, p, err);
+            if (ret == 0 && in_new) {
+                ret = df_image_pread(nb, b, in_new, p, err);
+            }
+            memset(b + in_new, 0, n - in_new);
+            /* write back, cluster by cluster, what the new chain would
+             * show differently */
+            for (size_t k = 0; ret == 0 && k < n;) {
+                size_t step = (size_t)DF_MIN((uint64_t)(n - k),
+                                             cs - ((p + k) % cs));
+                if (memcmp(a + k, b + k, step) != 0) {
+                    ret = df_image_pwrite(img, a + k, step, p + k, err);
+                }
+                k += step;
+            }
+            p += n;
+        }
+        off += ext.length;
+        if (ret == 0) {
+            ret = progress_at(progress, opaque, off, size, img->path,
+                              "rebase", err);
+        }
+    }
+    free(a);
+    free(b);
+    return ret;
+}
+
+int df_rebase(const char *path, enum df_format fmt, const char *backing,
+              enum df_format backing_fmt, bool unsafe,
+              df_progress_fn progress, void *opaque, struct df_error *err)
+{
+    struct df_image *img, *nb = NULL;
+    char *bpath = NULL;
+    int ret = 0;
+
+    if (backing && !*backing) {
+        backing = NULL;
+    }
+    img = df_image_open(path, fmt, DF_OPEN_RDWR | (unsafe ? DF_OPEN_NO_BACKING
+                                                          : 0), err);
+    if (!img) {
+        return -err->code;
+    }
+    if (df_image_format(img) != DF_FMT_QCOW2) {
+        ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': only qcow2 images have a "
+                      "backing file", path);
+    }
+    if (ret == 0 && backing) {
+        bpath = df_path_relative_to(path, backing);
+        if (!bpath) {
+            ret = df_fail(err, DF_E_NOMEM, "out of memory");
+        } else if (!unsafe || backing_fmt == DF_FMT_AUTO) {
+            /* safe mode reads the new chain; -u needs its format */
+            nb = df_image_open(bpath, backing_fmt, 0, err);
+            if (!nb) {
+                df_error_prefix(err, "'%s': cannot open the new backing "
+                                "file: ", path);
+                ret = -err->code;
+            } else if (backing_fmt == DF_FMT_AUTO) {
+                backing_fmt = df_image_format(nb);
+            }
+        }
+    }
+    if (ret == 0 && !unsafe) {
+        ret = copy_differences(img, nb, progress, opaque, err);
+    }
+    if (ret == 0) {
+        ret = df_image_flush(img, err);
+    }
+    if (ret == 0) {
+        ret = qcow2_set_backing(img, backing, backing_fmt, err);
+    }
+    df_image_close(nb, NULL);
+    if (df_image_close(img, ret < 0 ? NULL : err) < 0 && ret == 0) {
+        ret = -err->code;
+    }
+    free(bpath);
+    return ret;
+}
+
+/* ---- sparsify ---- */
+
+static int sparsify_raw(struct df_image *img, uint64_t *freed,
+                        df_progress_fn progress, void *opaque,
+                        struct df_error *err)
+{
+    const uint64_t blk = 4096;
+    uint64_t size = df_image_size(img), off = 0;
+    unsigned char *buf = malloc(DF_CHUNK);
+    int ret = 0;
+
+    if (!buf) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    while (ret == 0 && off < size) {
+        struct df_extent ext;
+
+        ret = df_image_block_status(img, off, size - off, false, &ext, err);
+        if (ret < 0) {
+            break;
+        }
+        for (uint64_t p = off; ret == 0 && (ext.flags & DF_BLOCK_DATA) &&
+                               !(ext.flags & DF_BLOCK_ZERO) &&
+                               p < off + ext.length;) {
+            size_t n = (size_t)DF_MIN((uint64_t)DF_CHUNK,
+                                      off + ext.length - p);
+            ret = df_image_pread(img, buf, n, p, err);
+            for (size_t k = 0; ret == 0 && k < n;) {
+                /* whole file-system blocks only */
+                size_t step = (size_t)DF_MIN((uint64_t)(n - k),
+                                             blk - ((p + k) % blk));
+                if (step == blk && df_is_zero(buf + k, step)) {
+                    if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE |
+                                               FALLOC_FL_KEEP_SIZE,
+                                  (off_t)(p + k), (off_t)step) < 0) {
+                        ret = df_fail_errno(err, DF_E_IO, "'%s': cannot "
+                                            "punch a hole", img->path);
+                    }
+                    *freed += step;
+                }
+                k += step;
+            }
+            p += n;
+        }
+        off += ext.length;
+        if (ret == 0) {
+            ret = progress_at(progress, opaque, off, size, img->path,
+                              "sparsify", err);
+        }
+    }
+    free(buf);
+    return ret;
+}
+
+static int sparsify_qcow2(struct df_image *img, uint64_t *freed,
+                          df_progress_fn progress, void *opaque,
+                          struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t size = df_image_size(img), off = 0, cs = s->cluster_size;
+    uint64_t *holes = NULL, nholes = 0, cap = 0;
+    unsigned char *buf = malloc(cs);
+    int ret = 0;
+
+    if (!buf) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    if (s->h.version < 3 && img->backing) {
+        /* without the zero flag, zeros over a backing file must stay */
+        free(buf);
+        return 0;
+    }
+    while (ret == 0 && off < size) {
+        struct df_extent ext;
+
+        ret = df_image_block_status(img, off, size - off, false, &ext, err);
+        if (ret < 0) {
+            break;
+        }
+        if (ext.depth == 0 && (ext.flags & DF_BLOCK_DATA) &&
+            !(ext.flags & DF_BLOCK_COMPRESSED)) {
+            for (uint64_t p = off; ret == 0 && p < off + ext.length;
+                 p += cs) {
+                size_t n = (size_t)DF_MIN(cs, size - p);
+                ret = df_image_pread(img, buf, n, p, err);
+                if (ret < 0 || !df_is_zero(buf, n)) {
+                    continue;
+                }
+                if (nholes == cap) {
+                    uint64_t *h = realloc(holes, (cap = cap * 2 + 64) *
+                                                     sizeof(*holes));
+                    if (!h) {
+                        ret = df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                                      img->path);
+                        break;
+                    }
+                    holes = h;
+                }
+                holes[nholes++] = ext.host_offset + (p - off);
+                ret = df_image_write_zeroes(img, p, cs, DF_ZERO_MAY_UNMAP,
+                                            err);
+            }
+        }
+        off += ext.length;
+        if (ret == 0) {
+            ret = progress_at(progress, opaque, off, size, img->path,
+                              "sparsify", err);
+        }
+    }
+    if (ret == 0) {
+        ret = df_image_flush(img, err);
+    }
+    /* give the freed clusters back to the file system */
+    for (uint64_t i = 0; ret == 0 && i < nholes; i++) {
+        uint64_t rc;
+        pthread_mutex_lock(&img->lock);
+        ret = qcow2_get_refcount(img, holes[i] >> s->cluster_bits, &rc, err);
+        pthread_mutex_unlock(&img->lock);
+        if (ret == 0 && rc == 0) {
+            if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          (off_t)holes[i], (off_t)cs) == 0) {
+                *freed += cs;
+            }
+        }
+    }
+    free(holes);
+    free(buf);
+    return ret;
+}
+
+int df_sparsify(const char *path, enum df_format fmt, uint64_t *freed,
+                df_progress_fn progress, void *opaque, struct df_error *err)
+{
+    uint64_t local = 0;
+    struct df_image *img;
+    int ret;
+
+    if (!freed) {
+        freed = &local;
+    }
+    *freed = 0;
+    img = df_image_open(path, fmt, DF_OPEN_RDWR, err);
+    if (!img) {
+        return -err->code;
+    }
+    if (df_image_format(img) == DF_FMT_RAW) {
+        ret = sparsify_raw(img, freed, progress, opaque, err);
+    } else {
+        ret = sparsify_qcow2(img, freed, progress, opaque, err);
+    }
+    if (df_image_close(img, ret < 0 ? NULL : err) < 0 && ret == 0) {
+        ret = -err->code;
+    }
+    return ret;
+}

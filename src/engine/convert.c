@@ -17,10 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "output.h"
 
 /* Largest -S value qemu-img 7.2 accepts. */
 #define MAX_SPARSE_SIZE (16u << 20)
@@ -83,41 +83,11 @@ static int check_opts(const struct df_convert_opts *o, const char *dst,
 static int check_distinct(const char *src, const char *dst,
                           struct df_error *err)
 {
-    struct stat s, d;
-
-    if (stat(src, &s) == 0 && stat(dst, &d) == 0 && s.st_dev == d.st_dev &&
-        s.st_ino == d.st_ino) {
+    if (df_same_file(src, dst)) {
         return df_fail(err, DF_E_INVAL, "'%s' and '%s' are the same file: "
                        "cannot convert an image onto itself", src, dst);
     }
     return 0;
-}
-
-/*
- * Messages raised while writing the target name the temporary file; the
- * user knows only @dst.  Replace every occurrence of @tmp by @dst.
- */
-static void name_user_file(struct df_error *err, const char *tmp,
-                           const char *dst)
-{
-    char out[sizeof(err->msg)];
-    const char *p, *hit;
-    size_t used = 0, tlen = strlen(tmp);
-
-    if (!err || !strstr(err->msg, tmp)) {
-        return;
-    }
-    for (p = err->msg; (hit = strstr(p, tmp)) != NULL; p = hit + tlen) {
-        used += (size_t)snprintf(out + used, sizeof(out) - used, "%.*s%s",
-                                 (int)(hit - p), p, dst);
-        if (used >= sizeof(out)) {
-            break;
-        }
-    }
-    if (used < sizeof(out)) {
-        snprintf(out + used, sizeof(out) - used, "%s", p);
-    }
-    memcpy(err->msg, out, sizeof(out));
 }
 
 static int report(struct convert *c, uint64_t done, struct df_error *err)
@@ -131,40 +101,25 @@ static int report(struct convert *c, uint64_t done, struct df_error *err)
     return 0;
 }
 
+static int write_target(void *opaque, const unsigned char *buf, size_t len,
+                        uint64_t off, struct df_error *err)
+{
+    struct convert *c = opaque;
+
+    return df_image_pwrite(c->dst, buf, len, off, err);
+}
+
 /*
  * Write @len bytes of @buf (guest offset @off) to the target, leaving out
- * granules that hold only zeros.  Granule boundaries sit at multiples of
- * the granule size in the target, so the first and last granule of a
- * buffer may be partial and are judged on the bytes they have here.  That
- * never changes the content: whatever is skipped holds zeros, which the
- * new target already reads.  Runs of non-zero granules go out in one
- * write.
+ * granules that hold only zeros (see df_write_nonzero()).
  */
 static int write_sparse(struct convert *c, const unsigned char *buf,
                         size_t len, uint64_t off, struct df_error *err)
 {
-    uint64_t end = off + len, pos = off, run = off;
-
     if (!c->granule) {
         return df_image_pwrite(c->dst, buf, len, off, err);
     }
-    while (pos < end) {
-        uint64_t next = DF_MIN(end, (pos / c->granule + 1) * c->granule);
-        if (df_is_zero(buf + (pos - off), (size_t)(next - pos))) {
-            if (run < pos) {
-                int ret = df_image_pwrite(c->dst, buf + (run - off),
-                                          (size_t)(pos - run), run, err);
-                if (ret < 0) {
-                    return ret;
-                }
-            }
-            run = next;
-        }
-        pos = next;
-    }
-    return run < end ? df_image_pwrite(c->dst, buf + (run - off),
-                                       (size_t)(end - run), run, err)
-                     : 0;
+    return df_write_nonzero(buf, len, off, c->granule, write_target, c, err);
 }
 
 /*
@@ -305,7 +260,7 @@ int df_convert(const char *src, const char *dst,
     if (ret < 0) {
         df_image_close(c.dst, NULL);
         unlink(tmp);
-        name_user_file(err, tmp, dst);
+        df_error_rename_file(err, tmp, dst);
     }
 out:
     free(c.buf);

@@ -154,6 +154,39 @@ DF_API int df_sparsify(const char *path, enum df_format fmt,
                        uint64_t *freed, df_progress_fn progress,
                        void *opaque, struct df_error *err);
 
+/* copy, map, measure */
+
+enum df_sparse_mode {
+    DF_SPARSE_AUTO = 0,   /* cp's default: a sparse source stays sparse */
+    DF_SPARSE_ALWAYS = 1, /* holes kept, blocks of zeros made holes */
+    DF_SPARSE_NEVER = 2,  /* every byte written, holes included */
+};
+
+/** df_sparse_mode_parse() - "auto"/"always"/"never"; -DF_E_INVAL else. */
+DF_API int df_sparse_mode_parse(const char *name, enum df_sparse_mode *out);
+DF_API const char *df_sparse_mode_name(enum df_sparse_mode mode);
+
+/**
+ * df_copy() - copy the bytes of the host file @src (a regular file or a
+ * block device; no image format is involved) to the new file @dst, with
+ * cp --sparse=@mode semantics (coreutils 9.1):
+ *   DF_SPARSE_NEVER writes every byte, so @dst is fully allocated;
+ *   DF_SPARSE_ALWAYS keeps @src's holes (SEEK_DATA/SEEK_HOLE) and also
+ *   leaves out blocks of zeros (the file system's block size, aligned),
+ *   which become holes;
+ *   DF_SPARSE_AUTO copies a source that has holes as ALWAYS does, and any
+ *   other source as it is (allocated zeros stay allocated).
+ * @dst is written under a temporary name beside it and renamed into place
+ * only when complete; on failure nothing is left behind and an existing
+ * @dst is untouched.  Replacing @dst keeps its permission bits.  Copying a
+ * file onto itself is refused.  @progress (may be NULL) sees bytes of
+ * @src done; returning non-zero cancels with DF_E_CANCELED.
+ * Thread-safety: any thread.
+ */
+DF_API int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
+                   df_progress_fn progress, void *opaque,
+                   struct df_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,30 +4,27 @@
  *
  * Each subcommand lives in its own file, cmd-<name>.c, and is one function
  *
- *      *
+ *     int cmd_<name>(int argc, char **argv);
  *
- *      --help printing the usage to stdout (exit 0), cli_bad_option() for
- *      from qemu-img).
- *      main.c, which is kept sorted by name;
- *      unknown options, then the work, done by a libdiskforge call;
- *   1. write src/cli/cmd-<name>.c: a usage text, getopt_long() with -h and
- *   2. declare cmd_<name>() below;
- *   3. add { "<name>", cmd_<name>, "one line of help" } to the table in
- *   4. add the file to the diskforge_cli target in src/CMakeLists.txt;
- *   5. describe it in docs/cli.md (flags, exit codes, and where it differs
- * To add a command:
  * called by main.c with argv[0] set to the subcommand's name.  It parses
  * its own options with getopt_long() (after cli_getopt_reset()), and its
- * message names the file and the problem.
  * return value is the process exit status (enum cli_exit).  Data goes to
  * stdout; diagnostics go to stderr as "diskforge: <message>", where the
+ * message names the file and the problem.
+ *
+ * To add a command:
+ *   1. write src/cli/cmd-<name>.c: a usage text, getopt_long() with -h and
+ *      --help printing the usage to stdout (exit 0), cli_bad_option() for
+ *      unknown options, then the work, done by a libdiskforge call;
+ *   2. declare cmd_<name>() below;
+ *   3. add { "<name>", cmd_<name>, "one line of help" } to the table in
+ *      main.c, which is kept sorted by name;
+ *   4. add the file to the diskforge_cli target in src/CMakeLists.txt;
+ *   5. describe it in docs/cli.md (flags, exit codes, and where it differs
+ *      from qemu-img).
  */
-#define DF_CLI_H
 #ifndef DF_CLI_H
-int cmd_<name>(int argc, char **argv);
-int cmd_plan(int argc, char **argv);
-int cmd_run(int argc, char **argv);
-int cmd_validate(int argc, char **argv);
+#define DF_CLI_H
 
 #include <getopt.h>
 #include <stdbool.h>
@@ -57,9 +54,13 @@ struct cli_command {
 int cmd_check(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_copy(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_digest(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
 
 /* ---- messages (cli-util.c) ---- */
 

@@ -12,6 +12,7 @@ static const struct cli_command commands[] = {
     { "check", cmd_check, "check a qcow2 image's metadata, and repair it" },
     { "compare", cmd_compare, "check that two images have the same content" },
     { "convert", cmd_convert, "copy an image, changing format or sparseness" },
+    { "copy", cmd_copy, "copy a file, keeping or making it sparse (cp)" },
     { "create", cmd_create, "create a new raw or qcow2 image" },
     { "digest", cmd_digest, "print the SHA-256 of an image's content" },
     { "info", cmd_info, "show an image's format, sizes and options" },

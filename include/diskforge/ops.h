@@ -187,6 +187,47 @@ DF_API int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
                    df_progress_fn progress, void *opaque,
                    struct df_error *err);
 
+/* One range of an image as `qemu-img map` describes it. */
+struct df_map_extent {
+    uint64_t start;
+    uint64_t length;
+    int depth;              /* layer that decides: 0 = the image itself */
+    bool present;           /* allocated in that layer (false: nowhere) */
+    bool zero;              /* reads as zeros */
+    bool data;              /* stored in that layer's file (or compressed) */
+    uint64_t offset;        /* where in that layer's file, or DF_NO_OFFSET
+                             * (unallocated, zero or compressed clusters) */
+    struct df_image *layer; /* the image at @depth (borrowed) */
+};
+
+struct df_map;
+
+/**
+ * df_map_new() - start walking the guest range [@start, @start + @len) of
+ * @img (clipped to its virtual size) the way qemu-img map 7.2 does.
+ * Returns an iterator you own (release it with df_map_free(), before
+ * closing @img), or NULL with @err set.
+ */
+DF_API struct df_map *df_map_new(struct df_image *img, uint64_t start,
+                                 uint64_t len, struct df_error *err);
+
+/**
+ * df_map_next() - the next range, as qemu-img map prints it: each range
+ * belongs to the first layer of the chain, top first, that allocates it,
+ * or (present false, zero true) to the layer that ends the search (no
+ * backing file, or past the end of a shorter one); adjacent ranges with
+ * the same depth and flags and contiguous offsets are merged.  Returns 1
+ * with *@e filled, 0 at the end, or a negative error.  A window that
+ * starts at or past the end of the image gives one empty range, as
+ * qemu-img prints one.
+ * Thread-safety: per iterator; the image as for df_image_block_status().
+ */
+DF_API int df_map_next(struct df_map *m, struct df_map_extent *e,
+                       struct df_error *err);
+
+/** df_map_free() - release @m; NULL is accepted. */
+DF_API void df_map_free(struct df_map *m);
+
 #ifdef __cplusplus
 }
 #endif

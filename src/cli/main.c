@@ -16,6 +16,7 @@ static const struct cli_command commands[] = {
     { "create", cmd_create, "create a new raw or qcow2 image" },
     { "digest", cmd_digest, "print the SHA-256 of an image's content" },
     { "info", cmd_info, "show an image's format, sizes and options" },
+    { "map", cmd_map, "show where an image's data is, layer by layer" },
     { "plan", cmd_plan, "print a job's steps, dependencies and reasons" },
     { "run", cmd_run, "run a job file's steps in parallel, with a report" },
     { "validate", cmd_validate, "check a job file without running it" },

@@ -1,0 +1,369 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runner.c - the scheduler: a ready queue over the DAG feeding the pool.
+ *
+ * All scheduling state (statuses, pending counts, the ready heap) belongs
+ * to the thread in job_run(); workers only touch their own struct
+ * run_step, and hand it back through the pool's queue, whose lock orders
+ * their writes before the scheduler's reads.  The one value shared while
+ * steps run is run->cancel, an atomic that op_progress() reads.
+ */
+#include "runner.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *step_status_name(enum step_status s)
+{
+    switch (s) {
+    case STEP_PENDING: return "pending";
+    case STEP_RUNNING: return "running";
+    case STEP_SUCCEEDED: return "succeeded";
+    case STEP_FAILED: return "failed";
+    case STEP_SKIPPED: return "skipped";
+    case STEP_UP_TO_DATE: return "up_to_date";
+    }
+    return "?";
+}
+
+const char *run_status_name(enum run_status s)
+{
+    switch (s) {
+    case RUN_SUCCEEDED: return "succeeded";
+    case RUN_FAILED: return "failed";
+    case RUN_INTERRUPTED: return "interrupted";
+    }
+    return "?";
+}
+
+int64_t run_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int op_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct op_ctx *ctx = opaque;
+
+    atomic_store_explicit(&ctx->total, total, memory_order_relaxed);
+    atomic_store_explicit(&ctx->done, done, memory_order_relaxed);
+    return op_cancelled(ctx);
+}
+
+bool op_cancelled(const struct op_ctx *ctx)
+{
+    return ctx->cancel && atomic_load(ctx->cancel);
+}
+
+/* ---- the ready queue: a min-heap of step indices (file order) ---- */
+
+struct heap {
+    size_t *v;
+    size_t n;
+};
+
+static void heap_push(struct heap *h, size_t x)
+{
+    size_t i = h->n++;
+
+    while (i > 0 && h->v[(i - 1) / 2] > x) {
+        h->v[i] = h->v[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h->v[i] = x;
+}
+
+static size_t heap_pop(struct heap *h)
+{
+    size_t top = h->v[0], last = h->v[--h->n], i = 0;
+
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n) {
+            break;
+        }
+        if (c + 1 < h->n && h->v[c + 1] < h->v[c]) {
+            c++;
+        }
+        if (h->v[c] >= last) {
+            break;
+        }
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n) {
+        h->v[i] = last;
+    }
+    return top;
+}
+
+/* ---- running one step (worker thread) ---- */
+
+static void run_item(struct pool_item *item)
+{
+    struct run_step *rs = (struct run_step *)item;
+    const struct op_table *ops = rs->run->opts.ops;
+    job_op_fn fn = ops->run[rs->ctx.step->op];
+    int64_t t0 = mono_ms();
+    int ret = 0;
+
+    rs->started_ms = run_now_ms();
+    if (op_cancelled(&rs->ctx)) {
+        ret = df_fail(&rs->ctx.err, DF_E_CANCELED, "interrupted before it "
+                      "started");
+    }
+    if (ret == 0 && ops->before) {
+        ret = ops->before(&rs->ctx);
+    }
+    if (ret == 0) {
+        ret = fn ? fn(&rs->ctx)
+                 : df_fail(&rs->ctx.err, DF_E_UNSUPPORTED, "op '%s' has no "
+                           "implementation", job_op_name(rs->ctx.step->op));
+    }
+    if (ret < 0 && rs->ctx.err.code == DF_OK) {
+        df_fail(&rs->ctx.err, (enum df_errc)-ret, "op '%s' failed",
+                job_op_name(rs->ctx.step->op));
+    }
+    if (ops->after) {
+        ops->after(&rs->ctx, ret);
+    }
+    rs->ret = ret;
+    rs->finished_ms = run_now_ms();
+    rs->duration_ms = mono_ms() - t0;
+}
+
+/* ---- the scheduler (caller's thread) ---- */
+
+static const char *id_of(const struct run *run, size_t i)
+{
+    return run->job->steps[i].id ? run->job->steps[i].id : "?";
+}
+
+/* Mark every not-yet-run dependent of @i skipped, saying why. */
+static void skip_dependents(struct run *run, size_t i)
+{
+    const struct dag_node *n = &run->dag->nodes[i];
+
+    for (size_t k = 0; k < n->n_succs; k++) {
+        struct run_step *s = &run->steps[n->succs[k]];
+        if (s->status != STEP_PENDING) {
+            continue;
+        }
+        s->status = STEP_SKIPPED;
+        if (asprintf(&s->skip_reason, "depends on '%s', which %s",
+                     id_of(run, i),
+                     run->steps[i].status == STEP_FAILED ? "failed"
+                                                         : "was skipped") < 0) {
+            s->skip_reason = NULL;
+        }
+        run->n_finished++;
+        if (run->opts.observer && run->opts.observer->finish) {
+            run->opts.observer->finish(run->opts.observer->opaque, run,
+                                       n->succs[k]);
+        }
+        skip_dependents(run, n->succs[k]);
+    }
+}
+
+static void finish_step(struct run *run, struct run_step *rs,
+                        struct heap *ready, bool *stop_starting,
+                        size_t *first_failure)
+{
+    const struct dag_node *n = &run->dag->nodes[rs->index];
+    const struct run_observer *ob = run->opts.observer;
+
+    run->n_running--;
+    run->n_finished++;
+    if (rs->ret == 0) {
+        rs->status = STEP_SUCCEEDED;
+    } else {
+        rs->status = STEP_FAILED;
+        if (*first_failure == SIZE_MAX) {
+            *first_failure = rs->index;
+        }
+        if (!run->opts.keep_going) {
+            *stop_starting = true;
+        }
+    }
+    if (ob && ob->finish) {
+        ob->finish(ob->opaque, run, rs->index);
+    }
+    if (rs->status != STEP_SUCCEEDED) {
+        skip_dependents(run, rs->index);
+        return;
+    }
+    for (size_t k = 0; k < n->n_succs; k++) {
+        struct run_step *s = &run->steps[n->succs[k]];
+        if (--s->pending == 0 && s->status == STEP_PENDING) {
+            heap_push(ready, n->succs[k]);
+        }
+    }
+}
+
+static unsigned default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static void start_step(struct run *run, struct pool *pool, size_t i)
+{
+    struct run_step *rs = &run->steps[i];
+    const struct run_observer *ob = run->opts.observer;
+
+    rs->status = STEP_RUNNING;
+    run->n_running++;
+    if (ob && ob->start) {
+        ob->start(ob->opaque, run, i);
+    }
+    pool_submit(pool, &rs->item);
+}
+
+/* Steps that never got to run: say why. */
+static void skip_unstarted(struct run *run, size_t first_failure)
+{
+    for (size_t i = 0; i < run->dag->n; i++) {
+        struct run_step *s = &run->steps[i];
+        int n;
+        if (s->status != STEP_PENDING) {
+            continue;
+        }
+        s->status = STEP_SKIPPED;
+        if (run->status == RUN_INTERRUPTED) {
+            n = asprintf(&s->skip_reason, "not started: the run was "
+                         "interrupted");
+        } else if (first_failure != SIZE_MAX) {
+            n = asprintf(&s->skip_reason, "not started: the run stopped "
+                         "after step '%s' failed (use --keep-going to run "
+                         "independent steps)", id_of(run, first_failure));
+        } else {
+            n = asprintf(&s->skip_reason, "not started");
+        }
+        if (n < 0) {
+            s->skip_reason = NULL;
+        }
+        run->n_finished++;
+        if (run->opts.observer && run->opts.observer->finish) {
+            run->opts.observer->finish(run->opts.observer->opaque, run, i);
+        }
+    }
+}
+
+struct run *job_run(const struct job *job, const struct dag *dag,
+                    const struct run_opts *opts, struct df_error *err)
+{
+    struct run *run = calloc(1, sizeof(*run));
+    struct heap ready = { 0 };
+    struct pool *pool = NULL;
+    bool stop_starting = false;
+    size_t first_failure = SIZE_MAX;
+    int64_t t0 = mono_ms();
+
+    if (!run || !(run->steps = calloc(dag->n + 1, sizeof(*run->steps))) ||
+        !(ready.v = calloc(dag->n + 1, sizeof(*ready.v)))) {
+        free(ready.v);
+        run_free(run);
+        df_fail(err, DF_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    run->job = job;
+    run->dag = dag;
+    run->opts = *opts;
+    if (!run->opts.ops) {
+        run->opts.ops = &job_engine_ops;
+    }
+    run->threads = opts->threads ? opts->threads : default_threads();
+    atomic_init(&run->cancel, false);
+    run->started_ms = run_now_ms();
+    for (size_t i = 0; i < dag->n; i++) {
+        struct run_step *rs = &run->steps[i];
+        rs->item.fn = run_item;
+        rs->run = run;
+        rs->index = i;
+        rs->ctx.job = job;
+        rs->ctx.step = &job->steps[i];
+        rs->ctx.node = &dag->nodes[i];
+        rs->ctx.cancel = &run->cancel;
+        atomic_init(&rs->ctx.done, 0);
+        atomic_init(&rs->ctx.total, 0);
+        rs->pending = dag->nodes[i].n_preds;
+        if (rs->pending == 0) {
+            heap_push(&ready, i);
+        }
+    }
+    pool = pool_new(run->threads);
+    if (!pool) {
+        free(ready.v);
+        run_free(run);
+        df_fail(err, DF_E_NOMEM, "cannot start %u worker threads",
+                opts->threads);
+        return NULL;
+    }
+    run->status = RUN_SUCCEEDED;
+    for (;;) {
+        struct pool_item *it;
+        if (run->status != RUN_INTERRUPTED && run->opts.should_stop &&
+            run->opts.should_stop(run->opts.stop_opaque)) {
+            run->status = RUN_INTERRUPTED;
+            atomic_store(&run->cancel, true);
+            stop_starting = true;
+        }
+        while (!stop_starting && run->n_running < run->threads && ready.n) {
+            start_step(run, pool, heap_pop(&ready));
+        }
+        if (run->n_running == 0) {
+            break;
+        }
+        it = pool_wait(pool, 100);
+        while (it) {
+            finish_step(run, (struct run_step *)it, &ready, &stop_starting,
+                        &first_failure);
+            it = pool_wait(pool, 0);
+        }
+        if (run->opts.observer && run->opts.observer->tick) {
+            run->opts.observer->tick(run->opts.observer->opaque, run);
+        }
+    }
+    pool_free(pool);
+    free(ready.v);
+    skip_unstarted(run, first_failure);
+    if (run->status != RUN_INTERRUPTED) {
+        for (size_t i = 0; i < dag->n; i++) {
+            if (run->steps[i].status == STEP_FAILED) {
+                run->status = RUN_FAILED;
+            }
+        }
+    }
+    run->finished_ms = run_now_ms();
+    run->duration_ms = mono_ms() - t0;
+    return run;
+}
+
+void run_free(struct run *run)
+{
+    if (!run) {
+        return;
+    }
+    for (size_t i = 0; run->steps && i < run->dag->n; i++) {
+        json_decref(run->steps[i].ctx.result);
+        json_decref(run->steps[i].ctx.outputs);
+        free(run->steps[i].skip_reason);
+    }
+    free(run->steps);
+    free(run);
+}

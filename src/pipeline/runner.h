@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runner.h - run the steps of a job on a thread pool in dependency order.
+ *
+ * The scheduler lives on the calling thread: it starts every step whose
+ * dependencies all succeeded (lowest file position first) as long as
+ * fewer than `threads` steps run, collects finished steps, and decides
+ * what may start next.  What a step does is looked up in a struct
+ * op_table, so tests can run the scheduler with fake ops; the real table
+ * (ops.c) calls the engine.
+ *
+ * Failure policy (SPEC §4 "Running"): after a failed step no new step
+ * starts (running steps finish) unless keep_going; with keep_going every
+ * step that does not depend on a failure still runs.  Dependents of a
+ * failed or skipped step end `skipped`.  When should_stop() turns true
+ * (SIGINT/SIGTERM), running steps are cancelled through their progress
+ * callbacks, nothing new starts, and the run ends `interrupted`.
+ *
+ * Thread-safety: job_run() is for one thread; it calls the observer on
+ * that thread, and op functions on worker threads.
+ */
+#ifndef DF_PIPELINE_RUNNER_H
+#define DF_PIPELINE_RUNNER_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "dag.h"
+#include "job.h"
+#include "pool.h"
+
+enum step_status {
+    STEP_PENDING,
+    STEP_RUNNING,
+    STEP_SUCCEEDED,
+    STEP_FAILED,
+    STEP_SKIPPED,
+    STEP_UP_TO_DATE,
+};
+
+enum run_status { RUN_SUCCEEDED, RUN_FAILED, RUN_INTERRUPTED };
+
+const char *step_status_name(enum step_status s);
+const char *run_status_name(enum run_status s);
+
+/*
+ * What an op function gets.  It runs on a worker thread, reads the step,
+ * reports progress through op_progress() (which also says when to stop),
+ * and on failure returns a negative -DF_E_* with @err set.  It may leave a
+ * JSON object in @result (op-specific figures for the report) and entries
+ * in @outputs; the runner owns both afterwards.
+ */
+struct op_ctx {
+    const struct job *job;
+    const struct job_step *step;
+    const struct dag_node *node;
+    struct df_error err;
+    json_t *result;  /* object or NULL */
+    json_t *outputs; /* array or NULL */
+    _Atomic uint64_t done;  /* bytes (or units) done, for progress */
+    _Atomic uint64_t total;
+    const atomic_bool *cancel;
+};
+
+/* A df_progress_fn: records progress in ctx; non-zero once cancelled. */
+int op_progress(void *ctx, uint64_t done, uint64_t total);
+/* True once the run asked running steps to stop. */
+bool op_cancelled(const struct op_ctx *ctx);
+
+typedef int (*job_op_fn)(struct op_ctx *ctx);
+
+struct op_table {
+    job_op_fn run[JOB_OP_COUNT];
+    /* optional: called on the worker before run[] (e.g. make parent
+     * directories) and after it with its result (e.g. describe outputs) */
+    int (*before)(struct op_ctx *ctx);
+    void (*after)(struct op_ctx *ctx, int ret);
+};
+
+/* The engine's ops (ops.c). */
+extern const struct op_table job_engine_ops;
+
+struct run_step {
+    struct pool_item item; /* the pool's link; first member */
+    struct run *run;
+    size_t index;
+    struct op_ctx ctx;
+    enum step_status status;
+    int ret;
+    size_t pending;          /* dependencies that have not succeeded yet */
+    int64_t started_ms;      /* wall clock, ms since the epoch; 0: never */
+    int64_t finished_ms;
+    int64_t duration_ms;     /* measured with the monotonic clock */
+    char *skip_reason;       /* why a skipped step did not run */
+};
+
+struct run_observer {
+    void *opaque;
+    void (*start)(void *opaque, const struct run *run, size_t step);
+    void (*finish)(void *opaque, const struct run *run, size_t step);
+    /* about every 100 ms while steps run */
+    void (*tick)(void *opaque, const struct run *run);
+};
+
+struct run_opts {
+    unsigned threads;         /* 0: the number of online CPUs */
+    bool keep_going;
+    const struct op_table *ops; /* NULL: job_engine_ops */
+    const struct run_observer *observer; /* may be NULL */
+    /* polled on the scheduler thread; true stops the run (may be NULL) */
+    bool (*should_stop)(void *opaque);
+    void *stop_opaque;
+};
+
+struct run {
+    const struct job *job;
+    const struct dag *dag;
+    struct run_opts opts;
+    unsigned threads;
+    struct run_step *steps;
+    enum run_status status;
+    int64_t started_ms, finished_ms, duration_ms;
+    size_t n_running, n_finished;
+    atomic_bool cancel;
+};
+
+/*
+ * job_run() - run @job along @dag.  Returns the finished run (free it with
+ * run_free()), or NULL when the pool could not start (@err says why).
+ * Step failures are in the run, not in the return value.
+ */
+struct run *job_run(const struct job *job, const struct dag *dag,
+                    const struct run_opts *opts, struct df_error *err);
+void run_free(struct run *run);
+
+/* Wall clock in milliseconds since the epoch. */
+int64_t run_now_ms(void);
+
+#endif

@@ -228,6 +228,24 @@ DF_API int df_map_next(struct df_map *m, struct df_map_extent *e,
 /** df_map_free() - release @m; NULL is accepted. */
 DF_API void df_map_free(struct df_map *m);
 
+struct df_measure {
+    uint64_t required;        /* bytes the new image needs for the content */
+    uint64_t fully_allocated; /* bytes with every cluster allocated */
+    bool has_bitmaps;         /* qemu-img prints "bitmaps size" */
+    uint64_t bitmaps;         /* bytes for persistent bitmaps (always 0) */
+};
+
+/**
+ * df_measure() - the file size of a new image with the format and options
+ * of @o (format, cluster_size, refcount_bits, compat, prealloc, and
+ * backing_file, which only matters when set), computed as qemu-img
+ * measure 7.2 does: holding the content of @src (read through its backing
+ * chain) or, with @src NULL, empty with a virtual size of o->size.
+ * Thread-safety: any thread; @src as for df_image_block_status().
+ */
+DF_API int df_measure(struct df_image *src, const struct df_create_opts *o,
+                      struct df_measure *res, struct df_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -59,6 +59,7 @@ int cmd_create(int argc, char **argv);
 int cmd_digest(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_map(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_validate(int argc, char **argv);

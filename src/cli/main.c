@@ -17,6 +17,7 @@ static const struct cli_command commands[] = {
     { "digest", cmd_digest, "print the SHA-256 of an image's content" },
     { "info", cmd_info, "show an image's format, sizes and options" },
     { "map", cmd_map, "show where an image's data is, layer by layer" },
+    { "measure", cmd_measure, "compute the file size a new image needs" },
     { "plan", cmd_plan, "print a job's steps, dependencies and reasons" },
     { "run", cmd_run, "run a job file's steps in parallel, with a report" },
     { "validate", cmd_validate, "check a job file without running it" },

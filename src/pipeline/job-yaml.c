@@ -683,6 +683,8 @@ static int parse_key(struct reader *r, struct job_step *s, enum job_key k,
     if (ret == 0) {
         s->keys |= JOB_KEY_BIT(k);
         s->key_loc[k] = job_loc_of(r, v);
+    } else {
+        s->bad_keys |= JOB_KEY_BIT(k); /* no "missing" error on top */
     }
     return ret;
 }
@@ -891,7 +893,7 @@ static void check_step(struct reader *r, struct job_step *s)
         JOB_KEY_CLUSTER_SIZE, JOB_KEY_COMPAT, JOB_KEY_LAZY_REFCOUNTS,
         JOB_KEY_REFCOUNT_BITS, JOB_KEY_COMPRESSION_TYPE,
     };
-    uint64_t missing = job_op_required_keys(s->op) & ~s->keys;
+    uint64_t missing = job_op_required_keys(s->op) & ~(s->keys | s->bad_keys);
     bool makes_image = s->op == JOB_OP_CREATE || s->op == JOB_OP_OVERLAY ||
                        s->op == JOB_OP_CONVERT;
 
@@ -901,8 +903,9 @@ static void check_step(struct reader *r, struct job_step *s)
                       job_op_name(s->op), job_key_name((enum job_key)k));
         }
     }
-    if (s->op == JOB_OP_CREATE && !job_step_has(s, JOB_KEY_SIZE) &&
-        !job_step_has(s, JOB_KEY_BACKING)) {
+    if (s->op == JOB_OP_CREATE &&
+        !((s->keys | s->bad_keys) &
+          (JOB_KEY_BIT(JOB_KEY_SIZE) | JOB_KEY_BIT(JOB_KEY_BACKING)))) {
         error_key(r, s, JOB_KEY_SIZE, "op 'create' needs 'size' (or a "
                   "'backing' to take it from)");
     }

@@ -338,32 +338,37 @@ uint64_t job_op_required_keys(enum job_op op)
 
 int job_edit_distance(const char *a, const char *b)
 {
+    /* optimal string alignment: insertions, deletions, substitutions and
+     * swaps of two neighbours ("imgae" is one step from "image") */
     size_t la = strlen(a), lb = strlen(b);
-    int row[64];
+    int d[64][64];
 
     if (la >= 63 || lb >= 63) {
         return 100;
     }
+    for (size_t i = 0; i <= la; i++) {
+        d[i][0] = (int)i;
+    }
     for (size_t j = 0; j <= lb; j++) {
-        row[j] = (int)j;
+        d[0][j] = (int)j;
     }
     for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
         for (size_t j = 1; j <= lb; j++) {
-            int up = row[j];
-            int best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) {
-                best = up + 1;
+            int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) {
+                best = d[i - 1][j] + 1;
             }
-            if (row[j - 1] + 1 < best) {
-                best = row[j - 1] + 1;
+            if (d[i][j - 1] + 1 < best) {
+                best = d[i][j - 1] + 1;
             }
-            row[j] = best;
-            diag = up;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] &&
+                a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best) {
+                best = d[i - 2][j - 2] + 1;
+            }
+            d[i][j] = best;
         }
     }
-    return row[lb];
+    return d[la][lb];
 }
 
 const char *job_closest(const char *word, const char *const *cands, size_t n)

@@ -156,6 +156,7 @@ struct job_step {
     struct job_strv needs;
 
     uint64_t keys;                      /* bit (1 << JOB_KEY_x): present */
+    uint64_t bad_keys;                  /* present but invalid (reported) */
     struct job_loc key_loc[JOB_KEY_COUNT]; /* where each value is */
 
     /* Paths, resolved against the job file's directory and normalised. */

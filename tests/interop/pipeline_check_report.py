@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+# Validate diskforge run reports against docs/report.schema.json.
+# usage: pipeline_check_report.py REPORT.json...   (exit 0: all valid)
+import json, os, sys
+import jsonschema
+
+here = os.path.dirname(os.path.abspath(__file__))
+schema_path = os.path.join(here, '..', '..', 'docs', 'report.schema.json')
+with open(schema_path) as f:
+    schema = json.load(f)
+validator = jsonschema.Draft202012Validator(schema)
+bad = 0
+for path in sys.argv[1:]:
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        doc = json.loads(raw.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as e:
+        print(f'{path}: not valid JSON: {e}', file=sys.stderr)
+        bad += 1
+        continue
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    for e in errors:
+        print(f'{path}: {"/".join(map(str, e.path))}: {e.message}', file=sys.stderr)
+    bad += bool(errors)
+sys.exit(1 if bad else 0)

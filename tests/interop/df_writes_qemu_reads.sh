@@ -77,9 +77,17 @@ TARGETS=(
     "cluster_size=2M,compat=1.1"
 )
 for src in "$IN"/*.raw; do
-    for opts in "${TARGETS[@]}"; do
-        to_qcow2 "$src" "$opts"
-    done
+    case $(basename "$src") in
+    holes.raw | zeros.raw | dense.raw) # uniform content: two targets suffice
+        to_qcow2 "$src" "cluster_size=512,compat=0.10"
+        to_qcow2 "$src" "cluster_size=64K,compat=1.1"
+        ;;
+    *)
+        for opts in "${TARGETS[@]}"; do
+            to_qcow2 "$src" "$opts"
+        done
+        ;;
+    esac
 done
 
 # -S: the sparse-detection threshold, compared with qemu-img's result.

@@ -34,7 +34,10 @@
  * from libdiskforge, set its switch to 0 and its op fails with "op 'X' is
  * not supported yet" (see the table at the end).
  */
-#ifndef DF_PIPELINE_ENGINE_EDIT_OPS /* check resize commit rebase sparsify */
+#ifndef DF_PIPELINE_ENGINE_CHECK /* df_check() */
+#define DF_PIPELINE_ENGINE_CHECK 1
+#endif
+#ifndef DF_PIPELINE_ENGINE_EDIT_OPS /* resize commit rebase sparsify */
 #define DF_PIPELINE_ENGINE_EDIT_OPS 0
 #endif
 #ifndef DF_PIPELINE_ENGINE_COPY /* df_copy() */
@@ -564,7 +567,7 @@ __attribute__((unused)) static int op_not_supported_yet(struct op_ctx *ctx)
                 job_op_name(ctx->step->op));
 }
 
-#if DF_PIPELINE_ENGINE_EDIT_OPS
+#if DF_PIPELINE_ENGINE_CHECK
 static int op_check(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
@@ -609,7 +612,11 @@ static int op_check(struct op_ctx *ctx)
     }
     return 0;
 }
+#else
+#define op_check op_not_supported_yet
+#endif
 
+#if DF_PIPELINE_ENGINE_EDIT_OPS
 static int op_resize(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
@@ -654,7 +661,6 @@ static int op_sparsify(struct op_ctx *ctx)
     return ret;
 }
 #else
-#define op_check op_not_supported_yet
 #define op_resize op_not_supported_yet
 #define op_commit op_not_supported_yet
 #define op_rebase op_not_supported_yet

@@ -78,6 +78,9 @@ run_case() {
         rm -f "$d" "$q"
         return
     fi
+    # Write both out first: with delayed allocation st_blocks can still
+    # change at writeback, and info's actual-size is read twice below.
+    sync "$d" "$q"
     dl=$(len_of "$d")
     ql=$(len_of "$q")
     da=$(alloc_of "$d")

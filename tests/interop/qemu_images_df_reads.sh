@@ -34,6 +34,7 @@ check_image() {
     fi
     expect_reads_as "$IMG" qcow2 "$REF"
 
+    sync "$IMG" # settle st_blocks (delayed allocation) before actual-size
     qemu-img info -f qcow2 --output=json "$IMG" >"$T_TMP/q.json"
     if df_ok info -f qcow2 --output=json "$IMG"; then
         expect_info_like "$DF_OUT" "$T_TMP/q.json" "${INFO_QCOW2[@]}"

@@ -1003,8 +1003,9 @@ static uint64_t clusters_in_l2(const struct qcow2_state *s, uint64_t c,
 
 /*
  * preallocation=metadata: for each L2 table in turn, allocate the table
- * and then one contiguous run of data clusters for it, and finally make
- * the file long enough to hold the last data cluster.
+ * and then one contiguous run of data clusters for it (at most just under
+ * 2 GiB at a time, counted from where the run starts, as qemu-img does),
+ * and finally make the file long enough to hold the last data cluster.
  */
 static int prealloc_metadata(struct df_image *img, uint64_t first,
                              struct df_error *err)
@@ -1017,28 +1018,25 @@ static int prealloc_metadata(struct df_image *img, uint64_t first,
     int ret = 0;
 
     while (c < nclusters && ret == 0) {
-        uint64_t stop = DF_MIN(nclusters, c + chunk);
-        while (c < stop && ret == 0) {
-            uint64_t n = clusters_in_l2(s, c, stop);
-            struct qcow2_l2_slot *slot;
-            int64_t host;
+        uint64_t n = DF_MIN(clusters_in_l2(s, c, nclusters), chunk);
+        struct qcow2_l2_slot *slot;
+        int64_t host;
 
-            ret = get_l2(img, c << s->cluster_bits, true, &slot, err);
-            if (ret < 0) {
-                break;
-            }
-            host = qcow2_alloc_clusters(img, n, err);
-            if (host < 0) {
-                ret = (int)host;
-                break;
-            }
-            ret = link_l2(img, c, n, (uint64_t)host, err);
-            c += n;
-            /* the last cluster of the image may be partial */
-            end = (uint64_t)host + (n << s->cluster_bits);
-            if (c == nclusters && (img->size & (s->cluster_size - 1))) {
-                end -= s->cluster_size - (img->size & (s->cluster_size - 1));
-            }
+        ret = get_l2(img, c << s->cluster_bits, true, &slot, err);
+        if (ret < 0) {
+            break;
+        }
+        host = qcow2_alloc_clusters(img, n, err);
+        if (host < 0) {
+            ret = (int)host;
+            break;
+        }
+        ret = link_l2(img, c, n, (uint64_t)host, err);
+        c += n;
+        /* the last cluster of the image may be partial */
+        end = (uint64_t)host + (n << s->cluster_bits);
+        if (c == nclusters && (img->size & (s->cluster_size - 1))) {
+            end -= s->cluster_size - (img->size & (s->cluster_size - 1));
         }
     }
     if (ret == 0) {

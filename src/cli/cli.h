@@ -52,6 +52,7 @@ struct cli_command {
 };
 
 int cmd_check(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_copy(int argc, char **argv);
@@ -61,7 +62,10 @@ int cmd_info(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_measure(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_sparsify(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
 
 /* ---- messages (cli-util.c) ---- */

@@ -10,6 +10,7 @@
 /* Sorted by name; `diskforge --help` lists them in this order. */
 static const struct cli_command commands[] = {
     { "check", cmd_check, "check a qcow2 image's metadata, and repair it" },
+    { "commit", cmd_commit, "write an overlay's changes into its backing file" },
     { "compare", cmd_compare, "check that two images have the same content" },
     { "convert", cmd_convert, "copy an image, changing format or sparseness" },
     { "copy", cmd_copy, "copy a file, keeping or making it sparse (cp)" },
@@ -19,7 +20,10 @@ static const struct cli_command commands[] = {
     { "map", cmd_map, "show where an image's data is, layer by layer" },
     { "measure", cmd_measure, "compute the file size a new image needs" },
     { "plan", cmd_plan, "print a job's steps, dependencies and reasons" },
+    { "rebase", cmd_rebase, "change the backing file of an overlay" },
+    { "resize", cmd_resize, "change the virtual size of an image" },
     { "run", cmd_run, "run a job file's steps in parallel, with a report" },
+    { "sparsify", cmd_sparsify, "deallocate the all-zero parts of an image" },
     { "validate", cmd_validate, "check a job file without running it" },
 };
 

@@ -6,6 +6,8 @@
 # (and nothing else), which is what is checked then.
 . "$(dirname "$0")/lib.sh"
 need_qemu
+"$PY" -c 'import jsonschema' 2>/dev/null ||
+    { echo "SKIP: $T_NAME: python3-jsonschema missing"; exit 77; }
 cd "$T_TMP"
 cat > edit.yaml <<'YAML'
 version: 1
@@ -24,6 +26,9 @@ steps:
   - {id: sum, op: digest, image: base2.qcow2}
 YAML
 run_df run edit.yaml -j 2 --keep-going
+T_CHECKS=$((T_CHECKS + 1))
+"$PY" "$T_SRC/tests/interop/pipeline_check_report.py" edit.report.json ||
+    bad "edit.report.json does not match the report schema"
 if grep -q "not supported yet" "$DF_ERR"; then
     say "note: $T_NAME: resize/commit/rebase/sparsify are not in this engine build"
     expect_eq "exit" "$DF_RC" 1

@@ -10,10 +10,11 @@
  * the number of threads.  A cluster that does not shrink is stored as it
  * is, like qemu-img does.
  *
- * Threads: the caller plus up to (online CPUs - 1) workers, created once
+ * Threads: the caller plus (usable CPUs - 1) workers, created once
  * per conversion.  Lock order: only pool.mu.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -135,6 +136,12 @@ static int pool_start(struct pool *p, enum df_compression type,
                       struct df_error *err)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+
+    /* the CPUs this process may run on (taskset), else all online ones */
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        cpus = CPU_COUNT(&set);
+    }
 
     p->nthreads = (unsigned)DF_MIN(DF_MAX(cpus, 1L), (long)MAX_THREADS);
     pthread_mutex_init(&p->mu, NULL);

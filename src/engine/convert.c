@@ -45,9 +45,8 @@ void df_convert_opts_init(struct df_convert_opts *o)
 }
 
 /*
- * The one place that decides whether compressed output can be made.
- * Writing compressed clusters is a separate piece of work; until it lands
- * every -c request ends here.
+ * Compressed output needs a qcow2 target without preallocation (as in
+ * qemu-img: a compressed cluster cannot be written over an allocated one).
  */
 static int check_compress(const struct df_convert_opts *o, const char *dst,
                           struct df_error *err)
@@ -59,8 +58,11 @@ static int check_compress(const struct df_convert_opts *o, const char *dst,
         return df_fail(err, DF_E_INVAL, "'%s': compression is only "
                        "supported for qcow2 output", dst);
     }
-    return df_fail(err, DF_E_UNSUPPORTED,
-                   "'%s': compressed output is not supported yet", dst);
+    if (o->target.prealloc != DF_PREALLOC_OFF) {
+        return df_fail(err, DF_E_INVAL, "'%s': compression and "
+                       "preallocation cannot be used together", dst);
+    }
+    return 0;
 }
 
 static int check_opts(const struct df_convert_opts *o, const char *dst,
@@ -215,7 +217,10 @@ static int convert_into(struct convert *c, const char *tmp,
     if (!c->buf) {
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->dst_name);
     }
-    ret = copy_image(c, err);
+    ret = c->o->compress
+              ? df_convert_compressed(c->src, c->dst, c->o->progress,
+                                      c->o->progress_opaque, c->dst_name, err)
+              : copy_image(c, err);
     if (ret == 0) {
         /* closing flushes the target's metadata: it can fail */
         ret = df_image_close(c->dst, err);

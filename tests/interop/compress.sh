@@ -5,7 +5,7 @@
 # of threads.
 . "$(dirname "$0")/lib.sh"
 need_qemu
-cd "$T_TMP"
+cd "$T_TMP" || exit 1
 
 # 24 MiB: text-like runs, zero runs and random runs
 "$PY" - <<'PY'

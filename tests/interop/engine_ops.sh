@@ -3,7 +3,7 @@
 # backing chains, each against what qemu-img does with the same input.
 . "$(dirname "$0")/lib.sh"
 need_qemu
-cd "$T_TMP"
+cd "$T_TMP" || exit 1
 
 # poke FILE WHAT ARG VALUE: change one on-disk field of a qcow2 image
 #   rc CLUSTER VALUE    16-bit refcount of CLUSTER (first refcount block)

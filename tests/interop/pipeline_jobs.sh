@@ -87,23 +87,14 @@ set_case "golden-image: run"
 O=$T_TMP/golden-image
 run_df run "$T_SRC/jobs/golden-image.yaml" -j 2 --keep-going --set out="$O" --report "$O.json"
 report_ok "$O.json"
-dist=$(step_status "$O.json" dist)
-if [[ $dist == failed ]] &&
-   rjson "$O.json" "next(s['error']['message'] for s in r['steps'] if s['id']=='dist')" |
-       grep -q 'not supported yet'; then
-    # compressed output is an engine feature still to come: everything
-    # else must have worked, and only dist's dependents are skipped
-    say "note: $T_NAME: compressed convert is not in the engine yet"
-    expect_eq "exit code" "$DF_RC" 1
-    expect_eq "failed steps" "$(rjson "$O.json" "r['summary']['failed']")" 1
-    expect_eq "skipped steps" "$(rjson "$O.json" "r['summary']['skipped']")" 3
-else
-    expect_eq "exit code" "$DF_RC" 0
-    expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
-    qcheck "$O/golden-dist.qcow2"
-    q_ok qemu-img compare "$O/base.qcow2" "$O/golden-dist.qcow2"
-    q_ok qemu-img info --output=json "$O/golden-dist.qcow2"
-fi
+expect_eq "exit code" "$DF_RC" 0 "$DF_ERR"
+expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
+expect_eq "dist step" "$(step_status "$O.json" dist)" succeeded
+qcheck "$O/golden-dist.qcow2"
+q_ok qemu-img compare "$O/base.qcow2" "$O/golden-dist.qcow2"
+q_ok qemu-img check --output=json "$O/golden-dist.qcow2" &&
+    expect_true "the distributable copy is compressed" \
+        grep -q '"compressed-clusters"' "$Q_OUT"
 for f in base web db ci; do
     qcheck "$O/$f.qcow2"
 done

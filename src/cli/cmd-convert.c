@@ -9,7 +9,7 @@
 
 static const char usage_text[] =
     "usage: diskforge convert [-q] [-p] [-f FMT] [-O FMT] [-o OPTIONS] [-c]\n"
-    "                         [-S SIZE] SRC DST\n"
+    "                         [-S SIZE] [-B BACKING [-F FMT]] SRC DST\n"
     "\n"
     "Copy the content of the image SRC (through its backing chain) into a\n"
     "new image DST.  DST appears only when complete: it is written under a\n"
@@ -20,7 +20,12 @@ static const char usage_text[] =
     "  -O FMT       format of DST: raw (default) or qcow2\n"
     "  -o OPTIONS   DST's format options, as for create; '-o help' lists "
     "them\n"
-    "  -c           compress DST's clusters (qcow2; not supported yet)\n"
+    "  -c           compress DST's clusters (qcow2; zlib, or zstd with\n"
+    "               -o compression_type=zstd), on every CPU\n"
+    "  -B BACKING   make DST (qcow2) an overlay of BACKING, holding only\n"
+    "               the clusters where SRC differs from it; a relative name\n"
+    "               is relative to DST's directory\n"
+    "  -F FMT       format of BACKING; probed if not given\n"
     "  -S SIZE      zero runs of SIZE bytes (a multiple of 512, at most 16M;\n"
     "               default 4K) are left unwritten; 0 allocates everything\n"
     "  -p           show progress\n"
@@ -34,7 +39,9 @@ struct convert_args {
     struct df_convert_opts opts;
     struct cli_image_opts io;
     const char *src, *dst;
-    bool progress, quiet, backing;
+    bool progress, quiet;
+    const char *backing;         /* -B */
+    enum df_format backing_fmt;  /* -F */
 };
 
 static int parse_args(struct convert_args *a, int argc, char **argv)
@@ -48,7 +55,7 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:O:o:cS:pqB:h", longopts,
+    while ((c = getopt_long(argc, argv, ":f:O:o:cS:pqB:F:h", longopts,
                             NULL)) != -1) {
         switch (c) {
         case 'f':
@@ -66,7 +73,12 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
         case 'S': sparse = optarg; break;
         case 'p': a->progress = true; break;
         case 'q': a->quiet = true; break;
-        case 'B': a->backing = true; break;
+        case 'B': a->backing = optarg; break;
+        case 'F':
+            if (cli_parse_format("convert", optarg, &a->backing_fmt) < 0) {
+                return CLI_USAGE;
+            }
+            break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: return cli_bad_option("convert", c, argv, longopts);
         }
@@ -101,10 +113,9 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
         return cli_usage("convert", "option 'size' cannot be used: the size "
                          "of '%s' is the size of '%s'", a->dst, a->src);
     }
-    if (a->backing || a->io.opts.backing_file) {
-        cli_error("'%s': a backing file for the output (-B or -o "
-                  "backing_file) is not supported yet", a->dst);
-        return CLI_FAIL;
+    if (a->backing) {
+        a->io.opts.backing_file = a->backing;
+        a->io.opts.backing_format = a->backing_fmt;
     }
     a->opts.target = a->io.opts;
     return CLI_OK;

@@ -33,6 +33,8 @@ struct convert {
     uint64_t size;         /* virtual size of source and target */
     uint64_t granule;      /* zero-detection unit; 0: write everything */
     unsigned char *buf;
+    struct df_image *base; /* the target's backing file (-B), or NULL */
+    unsigned char *bbuf;   /* the base's bytes for the current chunk */
     size_t buf_size;       /* >= granule, so a chunk holds whole granules */
 };
 
@@ -74,9 +76,13 @@ static int check_opts(const struct df_convert_opts *o, const char *dst,
                        "whole output", (unsigned long long)o->sparse_size,
                        MAX_SPARSE_SIZE);
     }
-    if (o->target.backing_file) {
-        return df_fail(err, DF_E_UNSUPPORTED, "'%s': a backing file for the "
-                       "output of convert is not supported yet", dst);
+    if (o->target.backing_file && o->target.format != DF_FMT_QCOW2) {
+        return df_fail(err, DF_E_INVAL, "'%s': only a qcow2 output can have "
+                       "a backing file", dst);
+    }
+    if (o->target.backing_file && o->compress) {
+        return df_fail(err, DF_E_UNSUPPORTED, "'%s': compressed output on a "
+                       "backing file is not supported", dst);
     }
     return check_compress(o, dst, err);
 }
@@ -125,6 +131,46 @@ static int write_sparse(struct convert *c, const unsigned char *buf,
 }
 
 /*
+ * With a backing file (-B): write only the granules whose bytes differ
+ * from what the backing file shows there, zeros included, so the output
+ * holds exactly what the source changes on top of its base.
+ */
+static int write_over_base(struct convert *c, const unsigned char *buf,
+                           size_t len, uint64_t off, struct df_error *err)
+{
+    uint64_t bsize = df_image_size(c->base);
+    size_t in_base = off < bsize ? (size_t)DF_MIN((uint64_t)len, bsize - off)
+                                 : 0;
+    size_t pos = 0, run = 0;
+    int ret = 0;
+
+    if (in_base) {
+        ret = df_image_pread(c->base, c->bbuf, in_base, off, err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    memset(c->bbuf + in_base, 0, len - in_base);
+    while (pos < len && ret == 0) {
+        size_t next = (size_t)DF_MIN((uint64_t)len,
+                                     ((off + pos) / c->granule + 1) *
+                                             c->granule - off);
+        if (memcmp(buf + pos, c->bbuf + pos, next - pos) == 0) {
+            if (run < pos) {
+                ret = df_image_pwrite(c->dst, buf + run, pos - run, off + run,
+                                      err);
+            }
+            run = next;
+        }
+        pos = next;
+    }
+    if (ret == 0 && run < len) {
+        ret = df_image_pwrite(c->dst, buf + run, len - run, off + run, err);
+    }
+    return ret;
+}
+
+/*
  * Copy the guest range [@off, @off + @len).  @zero says the source reads
  * as zeros there: then nothing is read, and nothing written unless the
  * output must be fully allocated.
@@ -135,7 +181,7 @@ static int copy_range(struct convert *c, uint64_t off, uint64_t len,
     uint64_t end = off + len;
     int ret;
 
-    if (zero && c->granule) {
+    if (zero && c->granule && !c->base) {
         return report(c, end, err);
     }
     if (zero) {
@@ -153,7 +199,8 @@ static int copy_range(struct convert *c, uint64_t off, uint64_t len,
                 return ret;
             }
         }
-        ret = write_sparse(c, c->buf, (size_t)n, off, err);
+        ret = c->base ? write_over_base(c, c->buf, (size_t)n, off, err)
+                      : write_sparse(c, c->buf, (size_t)n, off, err);
         if (ret < 0) {
             return ret;
         }
@@ -202,19 +249,24 @@ static int convert_into(struct convert *c, const char *tmp,
     if (ret < 0) {
         return ret;
     }
+    /* with -B the backing chain is opened too: it is compared against */
     c->dst = df_image_open(tmp, topts.format,
-                           DF_OPEN_RDWR | DF_OPEN_NO_BACKING, err);
+                           DF_OPEN_RDWR |
+                               (topts.backing_file ? 0 : DF_OPEN_NO_BACKING),
+                           err);
     if (!c->dst) {
         return -err->code;
     }
+    c->base = df_image_backing(c->dst);
     c->granule = c->o->sparse_size;
-    if (c->granule && topts.format == DF_FMT_QCOW2) {
+    if (topts.format == DF_FMT_QCOW2 && (c->granule || c->base)) {
         /* qcow2 allocates whole clusters: judge whole clusters */
         c->granule = DF_MAX(c->granule, (uint64_t)topts.cluster_size);
     }
     c->buf_size = (size_t)DF_MAX((uint64_t)DF_CHUNK, c->granule);
     c->buf = malloc(c->buf_size);
-    if (!c->buf) {
+    c->bbuf = c->base ? malloc(c->buf_size) : NULL;
+    if (!c->buf || (c->base && !c->bbuf)) {
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->dst_name);
     }
     ret = c->o->compress
@@ -269,6 +321,7 @@ int df_convert(const char *src, const char *dst,
     }
 out:
     free(c.buf);
+    free(c.bbuf);
     free(tmp);
     df_image_close(c.src, NULL);
     return ret;

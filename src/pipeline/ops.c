@@ -29,21 +29,6 @@
 #include "report.h"
 #include "runner.h"
 
-/*
- * Engine calls that arrived later than the rest: while one is missing
- * from libdiskforge, set its switch to 0 and its op fails with "op 'X' is
- * not supported yet" (see the table at the end).
- */
-#ifndef DF_PIPELINE_ENGINE_CHECK /* df_check() */
-#define DF_PIPELINE_ENGINE_CHECK 1
-#endif
-#ifndef DF_PIPELINE_ENGINE_EDIT_OPS /* resize commit rebase sparsify */
-#define DF_PIPELINE_ENGINE_EDIT_OPS 0
-#endif
-#ifndef DF_PIPELINE_ENGINE_COPY /* df_copy() */
-#define DF_PIPELINE_ENGINE_COPY 1
-#endif
-
 #define IO_CHUNK (1u << 20)
 #define DF_MIN_U64(a, b) ((uint64_t)(a) < (uint64_t)(b) ? (uint64_t)(a) : (uint64_t)(b))
 /* How much of a command's output the report keeps. */
@@ -554,20 +539,8 @@ static int op_info(struct op_ctx *ctx)
     return ret;
 }
 
-/* ---- ops whose engine part is pending ---- */
+/* ---- check, in-place changes, copy ---- */
 
-/*
- * The one place that says an op is not there yet: its table entry.  The
- * step fails with a clear error; validation and the DAG treat the op in
- * full.
- */
-__attribute__((unused)) static int op_not_supported_yet(struct op_ctx *ctx)
-{
-    return fail(ctx, DF_E_UNSUPPORTED, "op '%s' is not supported yet",
-                job_op_name(ctx->step->op));
-}
-
-#if DF_PIPELINE_ENGINE_CHECK
 static int op_check(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
@@ -612,11 +585,7 @@ static int op_check(struct op_ctx *ctx)
     }
     return 0;
 }
-#else
-#define op_check op_not_supported_yet
-#endif
 
-#if DF_PIPELINE_ENGINE_EDIT_OPS
 static int op_resize(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
@@ -660,14 +629,7 @@ static int op_sparsify(struct op_ctx *ctx)
     }
     return ret;
 }
-#else
-#define op_resize op_not_supported_yet
-#define op_commit op_not_supported_yet
-#define op_rebase op_not_supported_yet
-#define op_sparsify op_not_supported_yet
-#endif
 
-#if DF_PIPELINE_ENGINE_COPY
 static int op_copy(struct op_ctx *ctx)
 {
     static const enum df_sparse_mode modes[] = {
@@ -680,9 +642,6 @@ static int op_copy(struct op_ctx *ctx)
     return df_copy(s->from, s->to, modes[s->sparse], op_progress, ctx,
                    &ctx->err);
 }
-#else
-#define op_copy op_not_supported_yet
-#endif
 
 /* ---- command: an external program ---- */
 

@@ -45,21 +45,24 @@ static void raw_close(struct df_image *img)
 static int raw_create(int fd, const char *path, const struct df_create_opts *o,
                       struct df_error *err)
 {
-    if (ftruncate(fd, (off_t)o->size) < 0) {
+    /* whole sectors, as qemu-img makes raw files */
+    uint64_t size = DF_ROUND_UP(o->size, 512);
+
+    if (ftruncate(fd, (off_t)size) < 0) {
         return df_fail_sys(err, "'%s': cannot set size", path);
     }
     switch (o->prealloc) {
     case DF_PREALLOC_FALLOC: {
-        int r = posix_fallocate(fd, 0, (off_t)o->size);
+        int r = posix_fallocate(fd, 0, (off_t)size);
         if (r) {
             errno = r;
             return df_fail_sys(err, "'%s': cannot preallocate %llu bytes",
-                               path, (unsigned long long)o->size);
+                               path, (unsigned long long)size);
         }
         return 0;
     }
     case DF_PREALLOC_FULL:
-        return df_io_write_zeroes(fd, 0, o->size, path, err);
+        return df_io_write_zeroes(fd, 0, size, path, err);
     default:
         return 0;
     }

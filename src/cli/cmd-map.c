@@ -84,14 +84,18 @@ static int map_image(struct df_image *img, const char *name, bool json,
                "File");
     }
     /* one range ahead: JSON separates ranges and closes after the last */
-    ret = df_map_next(m, &e, &err);
-    while (ret > 0) {
+    for (ret = df_map_next(m, &e, &err); ret > 0; e = next) {
         ret = df_map_next(m, &next, &err);
-        if (ret >= 0 && print_entry(json, name, &e, ret == 0) < 0) {
+        if (ret < 0) {
+            break; /* qemu-img does not print the range before the error */
+        }
+        if (print_entry(json, name, &e, ret == 0) < 0) {
             df_map_free(m);
             return CLI_FAIL;
         }
-        e = next;
+        if (ret == 0) {
+            break;
+        }
     }
     df_map_free(m);
     if (ret < 0) {

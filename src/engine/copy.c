@@ -294,7 +294,9 @@ static int open_source(struct copy *c, struct stat *src_st, int *dst_mode,
 {
     struct stat st;
 
-    c->in = open(c->src, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO is refused below instead of waiting for a writer;
+     * regular files and block devices ignore it */
+    c->in = open(c->src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (c->in < 0) {
         return df_fail_sys(err, "cannot open '%s'", c->src);
     }

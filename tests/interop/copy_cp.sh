@@ -13,10 +13,11 @@
 # file; a short file of zeros; a file with fallocated (unwritten) ranges.
 # Then: replacing an existing file (its permissions kept), a directory as
 # destination, -p, and bad input: a missing source, a directory source,
-# a missing or non-directory destination directory, a bad --sparse value,
-# a file copied onto itself, and a write that fails half way (file size
-# limit): each fails with a message naming the file, exit 1 (2 for usage),
-# leaves no temporary file and leaves an existing destination as it was.
+# a FIFO source (refused, not waited on), a missing or non-directory
+# destination directory, a bad --sparse value, a file copied onto itself,
+# and a write that fails half way (file size limit): each fails with a
+# message naming the file, exit 1 (2 for usage), leaves no temporary file
+# and leaves an existing destination as it was.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_qemu
@@ -137,6 +138,9 @@ set_case "missing source"
 refused 1 src/nosuch.bin src/nosuch.bin out/victim.bin
 set_case "source is a directory"
 refused 1 "'src'" src out/victim.bin
+set_case "FIFO source"
+mkfifo src/fifo
+DF_TIMEOUT=20 refused 1 src/fifo src/fifo out/victim.bin
 set_case "missing destination directory"
 refused 1 out/nodir/x.bin src/dense.bin out/nodir/x.bin
 set_case "destination under a file"

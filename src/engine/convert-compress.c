@@ -135,15 +135,7 @@ static int pool_start(struct pool *p, enum df_compression type,
                       unsigned *started, const char *dst,
                       struct df_error *err)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    cpu_set_t set;
-
-    /* the CPUs this process may run on (taskset), else all online ones */
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-        cpus = CPU_COUNT(&set);
-    }
-
-    p->nthreads = (unsigned)DF_MIN(DF_MAX(cpus, 1L), (long)MAX_THREADS);
+    p->nthreads = DF_MIN(df_usable_cpus(), (unsigned)MAX_THREADS);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->go, NULL);
     pthread_cond_init(&p->done, NULL);
@@ -266,4 +258,16 @@ out:
     free(p.out_len);
     free(p.kind);
     return ret;
+}
+
+unsigned df_usable_cpus(void)
+{
+    cpu_set_t set;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    /* the CPUs this process may run on (taskset), else all online ones */
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        n = CPU_COUNT(&set);
+    }
+    return n < 1 ? 1 : (unsigned)n;
 }

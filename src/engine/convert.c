@@ -14,6 +14,7 @@
  * it only after it was closed successfully.  On any failure the temporary
  * file is removed and @dst is left as it was.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ struct convert {
     uint64_t size;         /* virtual size of source and target */
     uint64_t granule;      /* zero-detection unit; 0: write everything */
     unsigned char *buf;
+    unsigned nthreads;     /* usable CPUs, for reading chunks */
     struct df_image *base; /* the target's backing file (-B), or NULL */
     unsigned char *bbuf;   /* the base's bytes for the current chunk */
     size_t buf_size;       /* >= granule, so a chunk holds whole granules */
@@ -96,6 +98,72 @@ static int check_distinct(const char *src, const char *dst,
                        "cannot convert an image onto itself", src, dst);
     }
     return 0;
+}
+
+/* ---- reading a chunk on every usable CPU ---- */
+
+struct slice {
+    struct df_image *img;
+    unsigned char *buf;
+    size_t len;
+    uint64_t off;
+    int ret;
+    struct df_error err;
+};
+
+static void *read_slice(void *arg)
+{
+    struct slice *sl = arg;
+    sl->ret = df_image_pread(sl->img, sl->buf, sl->len, sl->off, &sl->err);
+    return NULL;
+}
+
+/*
+ * Read a chunk of the source, split in slices read concurrently: reading
+ * is where the time goes for compressed sources (inflating) and the
+ * image allows parallel readers.
+ */
+static int chunk_read(struct convert *c, unsigned char *buf, size_t len,
+                      uint64_t off, struct df_error *err)
+{
+    enum { MAX_SLICES = 8, MIN_SLICE = 256 << 10 };
+    struct slice sl[MAX_SLICES];
+    pthread_t th[MAX_SLICES];
+    bool started[MAX_SLICES] = { false };
+    size_t n = DF_MIN((size_t)c->nthreads, (size_t)MAX_SLICES);
+    size_t per;
+    int ret = 0;
+
+    if (n < 2 || len < 2 * (size_t)MIN_SLICE) {
+        return df_image_pread(c->src, buf, len, off, err);
+    }
+    per = DF_ROUND_UP(DF_DIV_ROUND_UP(len, n), (size_t)65536);
+    for (size_t i = 0; i < n; i++) {
+        size_t at = DF_MIN(i * per, len);
+        sl[i] = (struct slice){ .img = c->src, .buf = buf + at,
+                                .len = DF_MIN(per, len - at), .off = off + at };
+        if (i && sl[i].len &&
+            pthread_create(&th[i], NULL, read_slice, &sl[i]) == 0) {
+            started[i] = true;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!started[i] && sl[i].len) {
+            read_slice(&sl[i]); /* the caller's share, or a failed start */
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (started[i]) {
+            pthread_join(th[i], NULL);
+        }
+        if (sl[i].len && sl[i].ret < 0 && ret == 0) {
+            ret = sl[i].ret;
+            if (err && err->code == DF_OK) {
+                *err = sl[i].err;
+            }
+        }
+    }
+    return ret;
 }
 
 static int report(struct convert *c, uint64_t done, struct df_error *err)
@@ -194,7 +262,7 @@ static int copy_range(struct convert *c, uint64_t off, uint64_t len,
             n = (off + n) / c->granule * c->granule - off;
         }
         if (!zero) {
-            ret = df_image_pread(c->src, c->buf, (size_t)n, off, err);
+            ret = chunk_read(c, c->buf, (size_t)n, off, err);
             if (ret < 0) {
                 return ret;
             }
@@ -258,6 +326,7 @@ static int convert_into(struct convert *c, const char *tmp,
         return -err->code;
     }
     c->base = df_image_backing(c->dst);
+    c->nthreads = df_usable_cpus();
     c->granule = c->o->sparse_size;
     if (topts.format == DF_FMT_QCOW2 && (c->granule || c->base)) {
         /* qcow2 allocates whole clusters: judge whole clusters */

@@ -189,6 +189,9 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
                           df_progress_fn progress, void *opaque,
                           const char *dst_name, struct df_error *err);
 
+/* CPUs this process may use (its affinity mask), at least 1. */
+unsigned df_usable_cpus(void);
+
 /* Size of the I/O buffers bulk operations use. */
 #define DF_CHUNK (2u << 20)
 

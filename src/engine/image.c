@@ -289,6 +289,8 @@ int df_image_create_at(const char *path, const struct df_create_opts *o,
         return df_fail(err, DF_E_INVAL,
                        "'%s': image size must be greater than zero", path);
     }
+    /* whole 512-byte sectors, as qemu-img makes images of both formats */
+    opts.size = DF_ROUND_UP(opts.size, 512);
     drv = df_driver_for(opts.format);
     fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {

@@ -45,8 +45,7 @@ static void raw_close(struct df_image *img)
 static int raw_create(int fd, const char *path, const struct df_create_opts *o,
                       struct df_error *err)
 {
-    /* whole sectors, as qemu-img makes raw files */
-    uint64_t size = DF_ROUND_UP(o->size, 512);
+    uint64_t size = o->size; /* whole sectors: see df_image_create_at() */
 
     if (ftruncate(fd, (off_t)size) < 0) {
         return df_fail_sys(err, "'%s': cannot set size", path);

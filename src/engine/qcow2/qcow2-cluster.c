@@ -1033,11 +1033,8 @@ static int prealloc_metadata(struct df_image *img, uint64_t first,
         }
         ret = link_l2(img, c, n, (uint64_t)host, err);
         c += n;
-        /* the last cluster of the image may be partial */
+        /* whole clusters, the image's last (partial) one included */
         end = (uint64_t)host + (n << s->cluster_bits);
-        if (c == nclusters && (img->size & (s->cluster_size - 1))) {
-            end -= s->cluster_size - (img->size & (s->cluster_size - 1));
-        }
     }
     if (ret == 0) {
         ret = qcow2_flush_tables(img, err);

@@ -6,10 +6,12 @@
 #   scripts/setup.sh            everything
 #   scripts/setup.sh --no-demo  install and build only
 #
-# The main job is `diskforge run jobs/golden-image.yaml` once the job runner
-# and that job file exist; until then a demo of the engine's commands
-# (create in every preallocation mode, info, convert raw -> qcow2 -> raw,
-# digest, compare), each command printed before it runs, in build/demo/.
+# The main job is `diskforge run jobs/golden-image.yaml` (outputs in
+# build/golden/, report in build/golden-image.report.json).  Should that job
+# file or the runner be missing (an older checkout), a demo of the engine's
+# commands runs instead in build/demo/: create in every preallocation mode,
+# info, convert raw -> qcow2 -> raw, digest, compare, each command printed
+# before it runs.
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
@@ -28,8 +30,9 @@ DF="$DF_ROOT/build/src/diskforge"
 
 JOB="$DF_ROOT/jobs/golden-image.yaml"
 if [[ -f $JOB ]] && "$DF" run --help >/dev/null 2>&1; then
+    REPORT="$DF_ROOT/build/golden-image.report.json"
     df_say "running the main job: diskforge run ${JOB#"$DF_ROOT"/}"
-    exec "$DF" run "$JOB"
+    exec "$DF" run "$JOB" --report "$REPORT"
 fi
 
 # --- the engine demo -------------------------------------------------------
@@ -46,7 +49,7 @@ sh_() {
     "$@"
 }
 
-df_say "diskforge engine demo in ${D#"$DF_ROOT"/} (the job runner is not there yet)"
+df_say "diskforge engine demo in ${D#"$DF_ROOT"/} (no job runner in this build)"
 
 # raw: sparse, fallocated, zeros written
 run create -f raw sparse.raw 1G

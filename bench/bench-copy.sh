@@ -18,14 +18,15 @@
 #
 # Each operation runs N rounds (default 5), alternating diskforge and cp
 # within a round so that both see the same page-cache and background
-# conditions; before each run the output is removed and the file system
-# synced (not timed).  The table gives the median wall time and CPU time
-# (user + system) of each tool and the ratios diskforge / cp (below 1:
-# diskforge is faster).  On a shared machine the wall time mostly
-# measures write-back of earlier runs; the CPU time is steadier.  Before
-# timing, each diskforge output is checked: same bytes as the input (cmp)
-# and no more blocks allocated than cp's.  Needs about 5 GiB free in DIR
-# (default $TMPDIR or /tmp).  Outputs are not fsynced (neither tool does).
+# conditions; before each run the output is removed, the file system
+# synced and one second left for background work (not timed).  The table
+# gives the median wall time and CPU time (user + system) of each tool and
+# the ratios diskforge / cp (below 1: diskforge is faster).  On a shared
+# machine the wall time mostly measures write-back and other load; the CPU
+# time is steadier.  Before timing, each diskforge output is checked: same
+# bytes as the input (cmp) and no more blocks allocated than cp's.  Needs
+# about 5 GiB free in DIR (default $TMPDIR or /tmp).  Outputs are not
+# fsynced (neither tool does).
 set -euo pipefail
 export LC_ALL=C
 
@@ -81,6 +82,9 @@ time_cpu() {
     shift
     rm -f "$out"
     sync
+    # let the journal and block freeing of the removed output settle: they
+    # run in the background and would be charged to the next command
+    sleep 1
     t=$( { TIMEFORMAT='%3R %3U %3S'; time "$@" >/dev/null 2>&1; } 2>&1 )
     awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' <<<"$t"
 }

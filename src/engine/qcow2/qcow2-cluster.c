@@ -1035,6 +1035,13 @@ static int prealloc_metadata(struct df_image *img, uint64_t first,
         c += n;
         /* whole clusters, the image's last (partial) one included */
         end = (uint64_t)host + (n << s->cluster_bits);
+        if (c == nclusters && (img->size & (s->cluster_size - 1))) {
+            /* like qemu-img, write zeros past the virtual size in it */
+            uint64_t tail = img->size & (s->cluster_size - 1);
+            ret = df_io_write_zeroes(img->fd, end - s->cluster_size + tail,
+                                     s->cluster_size - tail, img->path, err);
+            note_file_end(s, end);
+        }
     }
     if (ret == 0) {
         ret = qcow2_flush_tables(img, err);

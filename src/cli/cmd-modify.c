@@ -109,6 +109,42 @@ int cmd_resize(int argc, char **argv)
     return CLI_OK;
 }
 
+/*
+ * The options of commit and sparsify: [-q] [-p] [-f FMT] IMG.  Returns
+ * CLI_OK with *path set, -1 after --help, or an exit status.
+ */
+static int parse_one_image(int argc, char **argv, const char *cmd,
+                           const char *usage, enum df_format *fmt,
+                           struct cli_progress *prog, bool *quiet,
+                           const char **path)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+
+    cli_getopt_reset();
+    while ((c = getopt_long(argc, argv, ":f:pqh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            if (cli_parse_format(cmd, optarg, fmt) < 0) {
+                return CLI_USAGE;
+            }
+            break;
+        case 'p': prog->show = true; break;
+        case 'q': *quiet = true; break;
+        case 'h': fputs(usage, stdout); return -1;
+        default: return cli_bad_option(cmd, c, argv, longopts);
+        }
+    }
+    if (argc - optind != 1) {
+        return cli_usage(cmd, "expected one image name");
+    }
+    *path = argv[optind];
+    return CLI_OK;
+}
+
 /* ---- commit ---- */
 
 static const char commit_usage[] =
@@ -124,35 +160,19 @@ static const char commit_usage[] =
 
 int cmd_commit(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
     enum df_format fmt = DF_FMT_AUTO;
     struct cli_progress prog = { 0 };
     struct df_error err = { 0 };
     bool quiet = false;
-    int c, ret;
+    const char *path = NULL;
+    int ret = parse_one_image(argc, argv, "commit", commit_usage, &fmt, &prog,
+                              &quiet, &path);
 
-    cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:pqh", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'f':
-            if (cli_parse_format("commit", optarg, &fmt) < 0) {
-                return CLI_USAGE;
-            }
-            break;
-        case 'p': prog.show = true; break;
-        case 'q': quiet = true; break;
-        case 'h': fputs(commit_usage, stdout); return CLI_OK;
-        default: return cli_bad_option("commit", c, argv, longopts);
-        }
-    }
-    if (argc - optind != 1) {
-        return cli_usage("commit", "expected one image name");
+    if (ret != CLI_OK) {
+        return ret < 0 ? CLI_OK : ret;
     }
     cli_catch_signals();
-    ret = df_commit(argv[optind], fmt, cli_progress, &prog, &err);
+    ret = df_commit(path, fmt, cli_progress, &prog, &err);
     cli_progress_end(&prog);
     if (ret < 0) {
         return cli_fail(&err);
@@ -245,36 +265,20 @@ static const char sparsify_usage[] =
 
 int cmd_sparsify(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
     enum df_format fmt = DF_FMT_AUTO;
     struct cli_progress prog = { 0 };
     struct df_error err = { 0 };
     bool quiet = false;
+    const char *path = NULL;
     uint64_t freed = 0;
-    int c, ret;
+    int ret = parse_one_image(argc, argv, "sparsify", sparsify_usage, &fmt, &prog,
+                              &quiet, &path);
 
-    cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:pqh", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'f':
-            if (cli_parse_format("sparsify", optarg, &fmt) < 0) {
-                return CLI_USAGE;
-            }
-            break;
-        case 'p': prog.show = true; break;
-        case 'q': quiet = true; break;
-        case 'h': fputs(sparsify_usage, stdout); return CLI_OK;
-        default: return cli_bad_option("sparsify", c, argv, longopts);
-        }
-    }
-    if (argc - optind != 1) {
-        return cli_usage("sparsify", "expected one image name");
+    if (ret != CLI_OK) {
+        return ret < 0 ? CLI_OK : ret;
     }
     cli_catch_signals();
-    ret = df_sparsify(argv[optind], fmt, &freed, cli_progress, &prog, &err);
+    ret = df_sparsify(path, fmt, &freed, cli_progress, &prog, &err);
     cli_progress_end(&prog);
     if (ret < 0) {
         return cli_fail(&err);

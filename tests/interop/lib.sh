@@ -222,6 +222,27 @@ q_ok() {
     fi
 }
 
+# same_as_qemu SUBCOMMAND ARGS...: `diskforge SUBCOMMAND ARGS` and
+# `qemu-img SUBCOMMAND ARGS` exit with the same code and print the same
+# stdout, byte for byte.
+same_as_qemu() {
+    local qrc=0
+    qemu-img "$@" >"$Q_OUT" 2>"$Q_ERR" || qrc=$?
+    run_df "$@"
+    T_CHECKS=$((T_CHECKS + 1))
+    if ((DF_RC != qrc)); then
+        bad "exit $DF_RC, qemu-img exits $qrc"
+        show "$DF_ERR"
+        show "$Q_ERR"
+    fi
+    T_CHECKS=$((T_CHECKS + 1))
+    if ! cmp -s "$DF_OUT" "$Q_OUT"; then
+        bad "output differs (diskforge < > qemu-img)"
+        diff "$DF_OUT" "$Q_OUT" | head -n 20 | sed 's/^/    | /' >&2 || true
+    fi
+    return 0
+}
+
 # qcheck IMG: `qemu-img check` must exit 0 and find no errors and no leaks.
 qcheck() {
     local rc=0

@@ -121,17 +121,6 @@ static int write_table(struct check *c, uint64_t off, const uint64_t *t,
     return ret;
 }
 
-/* The host clusters holding compressed data described by @e. */
-static void compressed_range(const struct qcow2_state *s, uint64_t e,
-                             uint64_t *off, uint64_t *len)
-{
-    unsigned x = 62 - (s->cluster_bits - 8);
-    uint64_t nsec = ((e >> x) & ((1ULL << (s->cluster_bits - 8)) - 1)) + 1;
-
-    *off = e & ((1ULL << x) - 1);
-    *len = nsec * 512 - (*off & 511);
-}
-
 /*
  * Count the references of one L2 table.  @active: the table belongs to
  * the active L1 (entries are checked and, in repair mode, fixed; figures
@@ -152,7 +141,7 @@ static bool check_l2(struct check *c, uint64_t *t, bool active)
         switch (qcow2_entry_type(s, e)) {
         case QCOW2_CLUSTER_COMPRESSED:
             if (e & QCOW2_OFLAG_COPIED) {
-                compressed_range(s, e & ~QCOW2_OFLAG_COPIED, &off, &len);
+                qcow2_compressed_span(s, e, &off, &len);
                 say(c, "ERROR: coffset=0x%llx: copied flag must never be "
                        "set for compressed clusters", (unsigned long long)off);
                 if (fix) {
@@ -163,7 +152,7 @@ static bool check_l2(struct check *c, uint64_t *t, bool active)
                     c->res->corruptions++;
                 }
             }
-            compressed_range(s, e & ~QCOW2_OFLAG_COPIED, &off, &len);
+            qcow2_compressed_span(s, e, &off, &len);
             if (!add_ref(c, off, len) && fix) {
                 t[j] = 0;
                 changed = true;

@@ -302,8 +302,8 @@ static int get_l2(struct df_image *img, uint64_t off, bool alloc,
 
 /* ---- compressed clusters ---- */
 
-static void compressed_span(const struct qcow2_state *s, uint64_t e,
-                            uint64_t *off, uint64_t *len)
+void qcow2_compressed_span(const struct qcow2_state *s, uint64_t e,
+                           uint64_t *off, uint64_t *len)
 {
     unsigned x = 62 - (s->cluster_bits - 8);
     uint64_t nsec = ((e >> x) & ((1ULL << (s->cluster_bits - 8)) - 1)) + 1;
@@ -321,7 +321,7 @@ static int read_compressed(struct df_image *img, uint64_t e, uint64_t guest,
     unsigned char *in;
     int ret;
 
-    compressed_span(s, e, &off, &len);
+    qcow2_compressed_span(s, e, &off, &len);
     if (off >= s->file_size) {
         return df_fail(err, DF_E_CORRUPT, "'%s': compressed cluster for guest "
                        "offset %llu starts beyond the end of the file",
@@ -511,7 +511,7 @@ static int release_entry(struct df_image *img, uint64_t e,
         return qcow2_free_clusters(img, e & QCOW2_OFFSET_MASK, 1, err);
     case QCOW2_CLUSTER_COMPRESSED: {
         uint64_t off, len, first, last;
-        compressed_span(s, e, &off, &len);
+        qcow2_compressed_span(s, e, &off, &len);
         first = off >> s->cluster_bits;
         last = (off + len - 1) >> s->cluster_bits;
         return qcow2_free_clusters(img, first << s->cluster_bits,

@@ -165,6 +165,9 @@ static inline uint64_t qcow2_l1_entries_for(uint64_t size,
 
 enum qcow2_cluster_type qcow2_entry_type(const struct qcow2_state *s,
                                          uint64_t entry);
+/* Host offset and byte length of the compressed data entry @e describes. */
+void qcow2_compressed_span(const struct qcow2_state *s, uint64_t e,
+                           uint64_t *off, uint64_t *len);
 
 /* qcow2.c */
 int qcow2_header_decode(const unsigned char *buf, size_t len,

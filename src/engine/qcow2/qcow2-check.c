@@ -85,42 +85,6 @@ static bool add_ref(struct check *c, uint64_t off, uint64_t len)
     return true;
 }
 
-static int read_table(struct check *c, uint64_t off, uint64_t *t, uint64_t n,
-                      struct df_error *err)
-{
-    unsigned char *raw = malloc(n * 8);
-    int ret;
-
-    if (!raw) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
-                       c->img->path);
-    }
-    ret = df_io_pread(c->img->fd, raw, n * 8, off, c->img->path, err);
-    for (uint64_t i = 0; ret == 0 && i < n; i++) {
-        t[i] = df_be64(raw + 8 * i);
-    }
-    free(raw);
-    return ret;
-}
-
-static int write_table(struct check *c, uint64_t off, const uint64_t *t,
-                       uint64_t n, struct df_error *err)
-{
-    unsigned char *raw = malloc(n * 8);
-    int ret;
-
-    if (!raw) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
-                       c->img->path);
-    }
-    for (uint64_t i = 0; i < n; i++) {
-        df_put_be64(raw + 8 * i, t[i]);
-    }
-    ret = df_io_pwrite(c->img->fd, raw, n * 8, off, c->img->path, err);
-    free(raw);
-    return ret;
-}
-
 /*
  * Count the references of one L2 table.  @active: the table belongs to
  * the active L1 (entries are checked and, in repair mode, fixed; figures
@@ -266,14 +230,14 @@ static int check_l1(struct check *c, uint64_t l1_off, uint64_t *l1,
             }
             continue;
         }
-        ret = read_table(c, off, t, s->l2_entries, err);
+        ret = qcow2_read_table(c->img, off, t, s->l2_entries, err);
         if (ret == 0 && check_l2(c, t, active)) {
-            ret = write_table(c, off, t, s->l2_entries, err);
+            ret = qcow2_write_table(c->img, off, t, s->l2_entries, err);
             c->tables_changed = true;
         }
     }
     if (ret == 0 && l1_changed) {
-        ret = write_table(c, l1_off, l1, n, err);
+        ret = qcow2_write_table(c->img, l1_off, l1, n, err);
         c->tables_changed = true;
     }
     free(t);
@@ -318,7 +282,7 @@ static int check_snapshots(struct check *c, struct df_error *err)
             return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
                            c->img->path);
         }
-        ret = read_table(c, l1_off, l1, l1_size, err);
+        ret = qcow2_read_table(c->img, l1_off, l1, l1_size, err);
         if (ret == 0) {
             ret = check_l1(c, l1_off, l1, l1_size, false, err);
         }
@@ -453,7 +417,7 @@ static int check_copied(struct check *c, struct df_error *err)
                 c->res->corruptions++;
             }
         }
-        ret = read_table(c, off, t, s->l2_entries, err);
+        ret = qcow2_read_table(c->img, off, t, s->l2_entries, err);
         for (uint64_t j = 0; ret == 0 && j < s->l2_entries; j++) {
             enum qcow2_cluster_type ty = qcow2_entry_type(s, t[j]);
             uint64_t d = t[j] & QCOW2_OFFSET_MASK;
@@ -480,12 +444,12 @@ static int check_copied(struct check *c, struct df_error *err)
             }
         }
         if (ret == 0 && changed) {
-            ret = write_table(c, off, t, s->l2_entries, err);
+            ret = qcow2_write_table(c->img, off, t, s->l2_entries, err);
             c->tables_changed = true;
         }
     }
     if (ret == 0 && l1_changed) {
-        ret = write_table(c, s->l1_offset, s->l1, s->l1_size, err);
+        ret = qcow2_write_table(c->img, s->l1_offset, s->l1, s->l1_size, err);
     }
     free(t);
     return ret;

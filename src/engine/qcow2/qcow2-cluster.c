@@ -91,18 +91,9 @@ static int write_l2(struct df_image *img, struct qcow2_l2_slot *slot,
                     struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    unsigned char *raw = malloc(s->cluster_size);
-    int ret;
+    int ret = qcow2_write_table(img, slot->offset, slot->table,
+                                s->l2_entries, err);
 
-    if (!raw) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
-    }
-    for (uint64_t i = 0; i < s->l2_entries; i++) {
-        df_put_be64(raw + 8 * i, slot->table[i]);
-    }
-    ret = df_io_pwrite(img->fd, raw, s->cluster_size, slot->offset,
-                       img->path, err);
-    free(raw);
     if (ret == 0) {
         slot->dirty = false;
         note_file_end(s, slot->offset + s->cluster_size);
@@ -166,7 +157,6 @@ static int l2_load(struct df_image *img, uint64_t off,
 {
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_l2_slot *slot = cache_find(s, off);
-    unsigned char *raw;
     int ret;
 
     if (slot) {
@@ -182,15 +172,7 @@ static int l2_load(struct df_image *img, uint64_t off,
     if (ret < 0) {
         return ret;
     }
-    raw = malloc(s->cluster_size);
-    if (!raw) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
-    }
-    ret = df_io_pread(img->fd, raw, s->cluster_size, off, img->path, err);
-    for (uint64_t i = 0; ret == 0 && i < s->l2_entries; i++) {
-        slot->table[i] = df_be64(raw + 8 * i);
-    }
-    free(raw);
+    ret = qcow2_read_table(img, off, slot->table, s->l2_entries, err);
     if (ret < 0) {
         return ret;
     }
@@ -911,7 +893,6 @@ int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
     uint64_t bytes = min_size * 8, old_off = s->l1_offset;
     uint64_t old_clusters = DF_DIV_ROUND_UP((uint64_t)s->l1_size * 8,
                                             s->cluster_size);
-    unsigned char *raw;
     uint64_t *nl1;
     int64_t off;
     int ret;
@@ -924,10 +905,7 @@ int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
                        "maximum size", img->path);
     }
     nl1 = calloc(min_size, sizeof(uint64_t));
-    raw = calloc(1, bytes);
-    if (!nl1 || !raw) {
-        free(nl1);
-        free(raw);
+    if (!nl1) {
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
     }
     memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
@@ -938,17 +916,12 @@ int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
                         img, DF_DIV_ROUND_UP(bytes, s->cluster_size), err);
     if (off < 0) {
         free(nl1);
-        free(raw);
         return (int)off;
-    }
-    for (uint64_t i = 0; i < min_size; i++) {
-        df_put_be64(raw + 8 * i, nl1[i]);
     }
     ret = qcow2_flush_refcounts(img, err);
     if (ret == 0) {
-        ret = df_io_pwrite(img->fd, raw, bytes, (uint64_t)off, img->path, err);
+        ret = qcow2_write_table(img, (uint64_t)off, nl1, min_size, err);
     }
-    free(raw);
     if (ret == 0) {
         unsigned char hdr[12];
         df_put_be32(hdr, (uint32_t)min_size);
@@ -1146,16 +1119,7 @@ int qcow2_flush_tables(struct df_image *img, struct df_error *err)
         }
     }
     if (ret == 0 && s->l1_dirty) {
-        unsigned char *raw = malloc((size_t)s->l1_size * 8);
-        if (!raw) {
-            return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
-        }
-        for (uint32_t i = 0; i < s->l1_size; i++) {
-            df_put_be64(raw + 8 * i, s->l1[i]);
-        }
-        ret = df_io_pwrite(img->fd, raw, (size_t)s->l1_size * 8, s->l1_offset,
-                           img->path, err);
-        free(raw);
+        ret = qcow2_write_table(img, s->l1_offset, s->l1, s->l1_size, err);
         if (ret == 0) {
             s->l1_dirty = false;
         }

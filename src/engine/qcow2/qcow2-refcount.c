@@ -117,8 +117,6 @@ void qcow2_refcounts_free(struct qcow2_state *s)
 int qcow2_refcounts_load(struct df_image *img, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    unsigned char *raw;
-    uint64_t bytes;
     int ret;
 
     if (s->refcounts_loaded) {
@@ -126,20 +124,17 @@ int qcow2_refcounts_load(struct df_image *img, struct df_error *err)
     }
     s->rt_offset = s->h.refcount_table_offset;
     s->rt_size = (uint64_t)s->h.refcount_table_clusters * s->cluster_size / 8;
-    bytes = s->rt_size * 8;
-    raw = malloc(bytes);
     s->rt = calloc(s->rt_size, sizeof(uint64_t));
     s->rb = calloc(s->rt_size, sizeof(*s->rb));
     s->rb_dirty = calloc(s->rt_size, sizeof(bool));
-    if (!raw || !s->rt || !s->rb || !s->rb_dirty) {
-        free(raw);
+    if (!s->rt || !s->rb || !s->rb_dirty) {
         qcow2_refcounts_free(s);
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory for the "
                        "refcount table", img->path);
     }
-    ret = df_io_pread(img->fd, raw, bytes, s->rt_offset, img->path, err);
+    ret = qcow2_read_table(img, s->rt_offset, s->rt, s->rt_size, err);
     for (uint64_t i = 0; ret == 0 && i < s->rt_size; i++) {
-        uint64_t e = df_be64(raw + 8 * i);
+        uint64_t e = s->rt[i];
         if (e & QCOW2_REFT_RESERVED) {
             ret = df_fail(err, DF_E_CORRUPT, "'%s': refcount table entry %llu "
                           "(0x%llx) is not cluster aligned", img->path,
@@ -152,9 +147,7 @@ int qcow2_refcounts_load(struct df_image *img, struct df_error *err)
                           (unsigned long long)i, (unsigned long long)e);
             break;
         }
-        s->rt[i] = e;
     }
-    free(raw);
     if (ret < 0) {
         qcow2_refcounts_free(s);
         return ret;
@@ -593,16 +586,7 @@ int qcow2_flush_refcounts(struct df_image *img, struct df_error *err)
         }
     }
     if (ret == 0 && s->rt_dirty) {
-        unsigned char *raw = malloc(s->rt_size * 8);
-        if (!raw) {
-            return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
-        }
-        for (uint64_t i = 0; i < s->rt_size; i++) {
-            df_put_be64(raw + 8 * i, s->rt[i]);
-        }
-        ret = df_io_pwrite(img->fd, raw, s->rt_size * 8, s->rt_offset,
-                           img->path, err);
-        free(raw);
+        ret = qcow2_write_table(img, s->rt_offset, s->rt, s->rt_size, err);
         if (ret == 0) {
             s->rt_dirty = false;
             s->file_size = DF_MAX(s->file_size, s->rt_offset + s->rt_size * 8);

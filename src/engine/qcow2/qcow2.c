@@ -236,8 +236,6 @@ static int read_extensions(struct df_image *img, const unsigned char *c0,
 static int qcow2_load_l1(struct df_image *img, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    unsigned char *raw;
-    int ret;
 
     s->l1_size = s->h.l1_size;
     s->l1_offset = s->h.l1_table_offset;
@@ -246,20 +244,7 @@ static int qcow2_load_l1(struct df_image *img, struct df_error *err)
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory for the L1 "
                        "table", img->path);
     }
-    if (!s->l1_size) {
-        return 0;
-    }
-    raw = malloc((size_t)s->l1_size * 8);
-    if (!raw) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
-    }
-    ret = df_io_pread(img->fd, raw, (size_t)s->l1_size * 8, s->l1_offset,
-                      img->path, err);
-    for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++) {
-        s->l1[i] = df_be64(raw + 8 * i);
-    }
-    free(raw);
-    return ret;
+    return qcow2_read_table(img, s->l1_offset, s->l1, s->l1_size, err);
 }
 
 static void qcow2_free_state(struct df_image *img)
@@ -423,6 +408,40 @@ int qcow2_write_header_field32(struct df_image *img, unsigned off, uint32_t v,
     unsigned char b[4];
     df_put_be32(b, v);
     return df_io_pwrite(img->fd, b, 4, off, img->path, err);
+}
+
+int qcow2_read_table(struct df_image *img, uint64_t off, uint64_t *t,
+                     uint64_t n, struct df_error *err)
+{
+    unsigned char *raw = malloc(DF_MAX(n, 1) * 8);
+    int ret;
+
+    if (!raw) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    ret = df_io_pread(img->fd, raw, n * 8, off, img->path, err);
+    for (uint64_t i = 0; ret == 0 && i < n; i++) {
+        t[i] = df_be64(raw + 8 * i);
+    }
+    free(raw);
+    return ret;
+}
+
+int qcow2_write_table(struct df_image *img, uint64_t off, const uint64_t *t,
+                      uint64_t n, struct df_error *err)
+{
+    unsigned char *raw = malloc(DF_MAX(n, 1) * 8);
+    int ret;
+
+    if (!raw) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        df_put_be64(raw + 8 * i, t[i]);
+    }
+    ret = df_io_pwrite(img->fd, raw, n * 8, off, img->path, err);
+    free(raw);
+    return ret;
 }
 
 /*

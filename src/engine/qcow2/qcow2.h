@@ -179,6 +179,11 @@ int qcow2_write_header_field64(struct df_image *img, unsigned off,
                                uint64_t v, struct df_error *err);
 int qcow2_write_header_field32(struct df_image *img, unsigned off,
                                uint32_t v, struct df_error *err);
+/* Read or write @n big-endian 64-bit table entries at @off. */
+int qcow2_read_table(struct df_image *img, uint64_t off, uint64_t *t,
+                     uint64_t n, struct df_error *err);
+int qcow2_write_table(struct df_image *img, uint64_t off, const uint64_t *t,
+                      uint64_t n, struct df_error *err);
 
 /* qcow2-cluster.c */
 int qcow2_cache_init(struct qcow2_state *s);

@@ -39,6 +39,14 @@
 /* Largest piece handed to copy_file_range(): progress and cancel points. */
 #define COPY_STEP (64u << 20)
 
+/*
+ * Piece read and scanned for zeros at a time: small enough to stay in the
+ * CPU's cache from the read through the scan to the write.  With 2 MiB
+ * pieces, copy --sparse=always of a 1 GiB file measured 9 % slower than
+ * cp; with 128 KiB, the same as cp (bench/bench-copy.sh).
+ */
+#define SCAN_STEP (128u << 10)
+
 struct copy {
     const char *src, *dst; /* the user's names */
     const char *tmp;       /* where the copy is built */
@@ -178,17 +186,17 @@ static int write_zeros(struct copy *c, uint64_t off, size_t n,
 }
 
 /*
- * Run @step over [@off, @off + @len) in chunks of DF_CHUNK bytes, which
- * end on granule boundaries (so that a chunk holds whole granules), and
+ * Run @step over [@off, @off + @len) in chunks of @chunk bytes (at most
+ * DF_CHUNK), which end on granule boundaries (so that a chunk holds whole granules), and
  * report progress after each.
  */
 static int by_chunks(struct copy *c, uint64_t off, uint64_t len,
-                     step_fn step, struct df_error *err)
+                     size_t chunk, step_fn step, struct df_error *err)
 {
     uint64_t end = off + len;
 
     while (off < end) {
-        uint64_t n = DF_MIN(end - off, (uint64_t)DF_CHUNK);
+        uint64_t n = DF_MIN(end - off, (uint64_t)chunk);
         int ret;
         if (c->granule && off + n < end) {
             n = (off + n) / c->granule * c->granule - off;
@@ -239,7 +247,7 @@ static int copy_data(struct copy *c, uint64_t off, uint64_t len,
             return ret;
         }
     }
-    return off < end ? by_chunks(c, off, end - off, read_write, err) : 0;
+    return off < end ? by_chunks(c, off, end - off, DF_CHUNK, read_write, err) : 0;
 }
 
 static int copy_file(struct copy *c, struct df_error *err)
@@ -257,9 +265,10 @@ static int copy_file(struct copy *c, struct df_error *err)
         if (hole && c->keep_holes) {
             ret = report(c, off + len, err);
         } else if (hole) {
-            ret = by_chunks(c, off, len, write_zeros, err);
+            ret = by_chunks(c, off, len, DF_CHUNK, write_zeros, err);
         } else if (c->granule) {
-            ret = by_chunks(c, off, len, read_sparse, err);
+            ret = by_chunks(c, off, len, (size_t)DF_MAX(SCAN_STEP, c->granule),
+                            read_sparse, err);
         } else {
             ret = copy_data(c, off, len, err);
         }

@@ -480,6 +480,106 @@ START_TEST(mutated_images_fail_cleanly)
 }
 END_TEST
 
+/* Read @len bytes of the file @name at @off. */
+static void peek(const char *name, uint64_t off, void *buf, size_t len)
+{
+    FILE *f = fopen(path_in(name), "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, (long)off, SEEK_SET), 0);
+    ck_assert_uint_eq(fread(buf, 1, len, f), len);
+    fclose(f);
+}
+
+static void poke_be64(const char *name, uint64_t off, uint64_t v)
+{
+    unsigned char b[8];
+    FILE *f = fopen(path_in(name), "r+b");
+    ck_assert_ptr_nonnull(f);
+    df_put_be64(b, v);
+    ck_assert_int_eq(fseek(f, (long)off, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(b, 1, 8, f), 8);
+    fclose(f);
+}
+
+/*
+ * A corrupt image whose tables point at other metadata: a write through
+ * it is refused and the metadata it would have hit is left as it was.
+ * _i: 0 an L2 entry at the refcount block, 1 an L2 entry at the L1 table,
+ * 2 an L1 entry (an L2 table) at the refcount block, 3 the L1 table moved
+ * past the end of the file, where the next allocation would land.
+ */
+START_TEST(writes_never_overwrite_metadata)
+{
+    struct df_error err = { 0 };
+    struct qcow2_header h;
+    unsigned char hb[QCOW2_V3_HEADER_LEN], before[4096], after[4096];
+    unsigned char data[4096];
+    uint64_t l2, rb, victim;
+    struct df_image *img;
+    struct stat st;
+
+    create("o.qcow2", 16 << 20, 4096, 3, 16, DF_PREALLOC_OFF);
+    img = df_image_open(path_in("o.qcow2"), DF_FMT_QCOW2, DF_OPEN_RDWR, &err);
+    ck_assert_ptr_nonnull(img);
+    memset(data, 0x42, sizeof(data));
+    ck_assert_int_eq(df_image_pwrite(img, data, 4096, 0, &err), 0);
+    ck_assert_int_eq(df_image_close(img, &err), 0);
+
+    peek("o.qcow2", 0, hb, sizeof(hb));
+    ck_assert_int_eq(qcow2_header_decode(hb, sizeof(hb), &h), 0);
+    peek("o.qcow2", h.l1_table_offset, hb, 8);
+    l2 = df_be64(hb) & QCOW2_OFFSET_MASK;
+    peek("o.qcow2", h.refcount_table_offset, hb, 8);
+    rb = df_be64(hb);
+    ck_assert_uint_ne(l2, 0);
+    ck_assert_uint_ne(rb, 0);
+    switch (_i) {
+    case 0:
+        victim = rb;
+        poke_be64("o.qcow2", l2, rb | QCOW2_OFLAG_COPIED);
+        break;
+    case 1:
+        victim = h.l1_table_offset;
+        poke_be64("o.qcow2", l2, victim | QCOW2_OFLAG_COPIED);
+        break;
+    case 2:
+        victim = rb;
+        poke_be64("o.qcow2", h.l1_table_offset, rb | QCOW2_OFLAG_COPIED);
+        break;
+    default:
+        ck_assert_int_eq(stat(path_in("o.qcow2"), &st), 0);
+        victim = (uint64_t)st.st_size; /* the next cluster to be handed out */
+        poke_be64("o.qcow2", 40, victim); /* l1_table_offset */
+        break;
+    }
+    if (_i < 3) {
+        peek("o.qcow2", victim, before, sizeof(before));
+    } else {
+        memset(before, 0, sizeof(before)); /* past the end: reads as 0 */
+    }
+
+    img = df_image_open(path_in("o.qcow2"), DF_FMT_QCOW2, DF_OPEN_RDWR, &err);
+    ck_assert_msg(img != NULL, "%s", err.msg);
+    memset(data, 0x77, sizeof(data));
+    df_error_clear(&err);
+    ck_assert_int_lt(df_image_pwrite(img, data, 4096, 0, &err), 0);
+    ck_assert_int_ne(err.code, DF_OK);
+    ck_assert_msg(strstr(err.msg, "o.qcow2") != NULL, "%s", err.msg);
+    if (_i != 2) { /* 2 fails earlier: the refcounts read as L2 entries */
+        ck_assert_int_eq(err.code, DF_E_CORRUPT);
+        ck_assert_msg(strstr(err.msg, _i == 3 ? "past the end" : "overwrite"),
+                      "%s", err.msg);
+    }
+    df_image_close(img, NULL);
+    memset(after, 0, sizeof(after));
+    ck_assert_int_eq(stat(path_in("o.qcow2"), &st), 0);
+    if (victim < (uint64_t)st.st_size) {
+        peek("o.qcow2", victim, after, sizeof(after));
+    }
+    ck_assert_mem_eq(before, after, sizeof(before));
+}
+END_TEST
+
 static Suite *qcow2_suite(void)
 {
     Suite *s = suite_create("qcow2");
@@ -505,6 +605,7 @@ static Suite *qcow2_suite(void)
     tcase_add_test(t, refcount_table_grows_with_small_clusters);
     tcase_add_test(t, concurrent_readers);
     tcase_add_test(t, mutated_images_fail_cleanly);
+    tcase_add_loop_test(t, writes_never_overwrite_metadata, 0, 4);
     suite_add_tcase(s, t);
     return s;
 }

@@ -91,8 +91,13 @@ static int write_l2(struct df_image *img, struct qcow2_l2_slot *slot,
                     struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    int ret = qcow2_write_table(img, slot->offset, slot->table,
+    int ret = qcow2_overlap_check(img, QCOW2_META_L2, slot->offset,
+                                  s->cluster_size, err);
+
+    if (ret == 0) {
+        ret = qcow2_write_table(img, slot->offset, slot->table,
                                 s->l2_entries, err);
+    }
 
     if (ret == 0) {
         slot->dirty = false;
@@ -244,6 +249,11 @@ static int get_l2(struct df_image *img, uint64_t off, bool alloc,
         return df_fail(err, DF_E_CORRUPT, "'%s': refusing to place an L2 "
                        "table at offset 0", img->path);
     }
+    ret = qcow2_overlap_check(img, QCOW2_META_L2, (uint64_t)noff,
+                              s->cluster_size, err);
+    if (ret < 0) {
+        return ret;
+    }
     /* @old may be evicted by cache_victim; copy its entries first */
     {
         uint64_t *copy = NULL;
@@ -272,6 +282,7 @@ static int get_l2(struct df_image *img, uint64_t off, bool alloc,
     n->lru = ++s->lru_clock;
     s->l1[i] = (uint64_t)noff | QCOW2_OFLAG_COPIED;
     s->l1_dirty = true;
+    s->meta_gen++;
     if (l2off) {
         ret = qcow2_free_clusters(img, l2off, 1, err);
         if (ret < 0) {
@@ -467,6 +478,9 @@ static int check_writable_state(struct df_image *img, struct df_error *err)
         return df_fail(err, DF_E_CORRUPT, "'%s': an inconsistency was found "
                        "earlier; refusing further writes", img->path);
     }
+    if (qcow2_tables_in_file(img, err) < 0) {
+        return -DF_E_CORRUPT;
+    }
     if ((s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) &&
         !s->dirty_marked) {
         /* lazy refcounts: the image is dirty until we flush */
@@ -583,6 +597,18 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
                 n += s->cluster_size;
             }
             n = DF_MIN(n, left);
+            if (h0 >= s->file_size) {
+                s->corrupt = true;
+                ret = df_fail(err, DF_E_CORRUPT, "'%s': data cluster 0x%llx "
+                              "for guest offset %llu is beyond the end of "
+                              "the file", img->path, (unsigned long long)h0,
+                              (unsigned long long)off);
+                break;
+            }
+            ret = qcow2_overlap_check(img, 0, h0, in + n, err);
+            if (ret < 0) {
+                break;
+            }
             if (zero && n < s->cluster_size) {
                 /* the rest of a preallocated zero cluster must read 0 */
                 ret = write_partial(img, h0, buf, n, off, false, err);
@@ -619,6 +645,11 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
             s->corrupt = true;
             ret = df_fail(err, DF_E_CORRUPT, "'%s': refusing to place data at "
                           "offset 0", img->path);
+            break;
+        }
+        ret = qcow2_overlap_check(img, 0, (uint64_t)host,
+                                  ncl << s->cluster_bits, err);
+        if (ret < 0) {
             break;
         }
         /* the allocation may have evicted the slot: look it up again */
@@ -897,6 +928,10 @@ int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
     int64_t off;
     int ret;
 
+    ret = qcow2_tables_in_file(img, err);
+    if (ret < 0) {
+        return ret;
+    }
     if (min_size <= s->l1_size) {
         return 0;
     }
@@ -920,6 +955,10 @@ int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
     }
     ret = qcow2_flush_refcounts(img, err);
     if (ret == 0) {
+        ret = qcow2_overlap_check(img, QCOW2_META_L1, (uint64_t)off, bytes,
+                                  err);
+    }
+    if (ret == 0) {
         ret = qcow2_write_table(img, (uint64_t)off, nl1, min_size, err);
     }
     if (ret == 0) {
@@ -937,6 +976,7 @@ int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
     free(s->l1);
     s->l1 = nl1;
     s->l1_size = (uint32_t)min_size;
+    s->meta_gen++;
     s->l1_offset = (uint64_t)off;
     s->h.l1_size = (uint32_t)min_size;
     s->h.l1_table_offset = (uint64_t)off;
@@ -1119,6 +1159,10 @@ int qcow2_flush_tables(struct df_image *img, struct df_error *err)
         }
     }
     if (ret == 0 && s->l1_dirty) {
+        ret = qcow2_overlap_check(img, QCOW2_META_L1, s->l1_offset,
+                                  (uint64_t)s->l1_size * 8, err);
+    }
+    if (ret == 0 && s->l1_dirty) {
         ret = qcow2_write_table(img, s->l1_offset, s->l1, s->l1_size, err);
         if (ret == 0) {
             s->l1_dirty = false;
@@ -1191,7 +1235,11 @@ int df_qcow2_write_compressed(struct df_image *img, uint64_t off,
         ret = (int)host;
         goto out;
     }
-    ret = df_io_pwrite(img->fd, cdata, clen, (uint64_t)host, img->path, err);
+    ret = qcow2_overlap_check(img, 0, (uint64_t)host, clen, err);
+    if (ret == 0) {
+        ret = df_io_pwrite(img->fd, cdata, clen, (uint64_t)host, img->path,
+                           err);
+    }
     if (ret < 0) {
         goto out;
     }
@@ -1219,6 +1267,10 @@ int qcow2_resize(struct df_image *img, uint64_t size, enum df_prealloc mode,
     struct run r;
     int ret;
 
+    ret = qcow2_tables_in_file(img, err);
+    if (ret < 0) {
+        return ret;
+    }
     if (size < old) {
         return df_fail(err, DF_E_UNSUPPORTED, "'%s': shrinking qcow2 images "
                        "is not supported", img->path);
@@ -1263,6 +1315,10 @@ int qcow2_make_empty(struct df_image *img, struct df_error *err)
     int64_t last;
     int ret = 0;
 
+    ret = qcow2_tables_in_file(img, err);
+    if (ret < 0) {
+        return ret;
+    }
     pthread_mutex_lock(&img->lock);
     for (uint32_t i = 0; i < s->l1_size && ret == 0; i++) {
         struct qcow2_l2_slot *slot;
@@ -1282,6 +1338,7 @@ int qcow2_make_empty(struct df_image *img, struct df_error *err)
             slot->dirty = false;
             s->l1[i] = 0;
             s->l1_dirty = true;
+            s->meta_gen++;
             ret = qcow2_free_clusters(img, l2off, 1, err);
         }
     }

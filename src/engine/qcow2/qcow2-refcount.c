@@ -112,6 +112,7 @@ void qcow2_refcounts_free(struct qcow2_state *s)
     s->rb_dirty = NULL;
     s->rt = NULL;
     s->refcounts_loaded = false;
+    s->meta_gen++;
 }
 
 int qcow2_refcounts_load(struct df_image *img, struct df_error *err)
@@ -154,6 +155,7 @@ int qcow2_refcounts_load(struct df_image *img, struct df_error *err)
     }
     s->free_cluster_index = 0;
     s->refcounts_loaded = true;
+    s->meta_gen++;
     return 0;
 }
 
@@ -283,6 +285,7 @@ static int ensure_block(struct df_image *img, uint64_t cluster,
     }
     if (i < s->rt_size) {
         s->rt[i] = (uint64_t)nb << s->cluster_bits;
+        s->meta_gen++;
         s->rb[i] = block;
         s->rb_dirty[i] = true;
         s->rt_dirty = true;
@@ -481,6 +484,7 @@ static int64_t refcount_area(struct df_image *img, uint64_t start_offset,
     old_offset = s->rt_offset;
     old_size = s->rt_size;
     s->rt = nt;
+    s->meta_gen++;
     s->rb = nrb;
     s->rb_dirty = ndirty;
     s->rt_size = table_size;
@@ -498,6 +502,7 @@ static int64_t refcount_area(struct df_image *img, uint64_t start_offset,
                                img->path);
             }
             s->rt[i] = block_offset;
+            s->meta_gen++;
             block_offset += s->cluster_size;
         }
         ret = get_block(img, i, &b, err);
@@ -577,6 +582,11 @@ int qcow2_flush_refcounts(struct df_image *img, struct df_error *err)
     }
     for (uint64_t i = 0; ret == 0 && i < s->rt_size; i++) {
         if (s->rb_dirty[i] && s->rb[i]) {
+            ret = qcow2_overlap_check(img, QCOW2_META_RB, s->rt[i],
+                                      s->cluster_size, err);
+            if (ret < 0) {
+                break;
+            }
             ret = df_io_pwrite(img->fd, s->rb[i], s->cluster_size, s->rt[i],
                                img->path, err);
             if (ret == 0) {
@@ -584,6 +594,10 @@ int qcow2_flush_refcounts(struct df_image *img, struct df_error *err)
                 s->file_size = DF_MAX(s->file_size, s->rt[i] + s->cluster_size);
             }
         }
+    }
+    if (ret == 0 && s->rt_dirty) {
+        ret = qcow2_overlap_check(img, QCOW2_META_RT, s->rt_offset,
+                                  s->rt_size * 8, err);
     }
     if (ret == 0 && s->rt_dirty) {
         ret = qcow2_write_table(img, s->rt_offset, s->rt, s->rt_size, err);
@@ -684,6 +698,7 @@ int qcow2_rebuild_refcounts(struct df_image *img, const uint16_t *refs,
     }
     qcow2_refcounts_free(s);
     s->rt = rt;
+    s->meta_gen++;
     s->rb = rb;
     s->rb_dirty = dirty;
     s->rt_size = table_size;

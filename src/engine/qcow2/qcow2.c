@@ -256,6 +256,7 @@ static void qcow2_free_state(struct df_image *img)
     }
     qcow2_cache_free(s);
     qcow2_refcounts_free(s);
+    qcow2_overlap_free(s);
     free(s->l1);
     free(s);
     img->state = NULL;

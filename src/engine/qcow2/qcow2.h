@@ -130,6 +130,15 @@ struct qcow2_state {
     char backing_format[32];
     bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
     bool corrupt;      /* an inconsistency was met; writes refused */
+
+    /* where the L2 tables and refcount blocks are (qcow2-overlap.c):
+     * sorted cluster numbers, rebuilt when meta_gen moves on; bump
+     * meta_gen whenever an L1 or refcount table entry changes */
+    uint64_t meta_gen, meta_built_gen;
+    bool meta_built;
+    bool tables_checked; /* L1 and refcount table found inside the file */
+    uint64_t *meta_l2, *meta_rb;
+    uint64_t meta_l2_n, meta_rb_n;
 };
 
 static inline struct qcow2_state *qcow2_state(struct df_image *img)
@@ -168,6 +177,22 @@ enum qcow2_cluster_type qcow2_entry_type(const struct qcow2_state *s,
 /* Host offset and byte length of the compressed data entry @e describes. */
 void qcow2_compressed_span(const struct qcow2_state *s, uint64_t e,
                            uint64_t *off, uint64_t *len);
+
+/* qcow2-overlap.c: what a write may not touch (QCOW2_META_* to skip:
+ * the kind of structure being written) */
+enum {
+    QCOW2_META_HEADER = 1 << 0,
+    QCOW2_META_L1 = 1 << 1,
+    QCOW2_META_RT = 1 << 2,
+    QCOW2_META_RB = 1 << 3,
+    QCOW2_META_L2 = 1 << 4,
+};
+int qcow2_overlap_check(struct df_image *img, unsigned skip, uint64_t off,
+                        uint64_t len, struct df_error *err);
+void qcow2_overlap_free(struct qcow2_state *s);
+/* Before the first change to an image: are its L1 and refcount tables
+ * inside the file? */
+int qcow2_tables_in_file(struct df_image *img, struct df_error *err);
 
 /* qcow2.c */
 int qcow2_header_decode(const unsigned char *buf, size_t len,

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# fuzz_replay.sh - hostile images through the whole engine, in the ordinary
+# test suite: the fuzz target tests/fuzz/fuzz_image.c (open, info, block
+# status, reads, check, check -r all, writes, check again), driven by
+# fuzz_replay over
+#   - small images that qemu-img and qemu-io make (tests/fuzz/make-seeds.sh),
+#   - 40 seeded mutations of each: 8-byte table entries and header fields
+#     set to values that point back into the file, past its end, or at
+#     nothing, bytes flipped, the file cut short,
+#   - the regression corpus tests/bad/*.qcow2.
+# Every input must run to the end: no crash, no sanitizer report, no hang
+# (each batch has a time limit).  What the engine answers is not judged
+# here; bad_input.sh and engine_ops.sh judge the answers.
+# shellcheck source=tests/interop/lib.sh
+. "$(dirname "$0")/lib.sh"
+need_qemu
+
+REPLAY=${DF_FUZZ_REPLAY:-}
+if [[ -z $REPLAY ]]; then
+    REPLAY=$(dirname "$DISKFORGE")/../tests/fuzz_replay
+fi
+[[ -x $REPLAY ]] || fail "no fuzz_replay program (DF_FUZZ_REPLAY='$REPLAY')"
+
+S="$T_TMP/seeds"
+M="$T_TMP/mutants"
+mkdir -p "$M"
+"$T_SRC/tests/fuzz/make-seeds.sh" "$S"
+
+"$PY" - "$S" "$M" <<'EOF'
+import os, random, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+rnd = random.Random(20261127)
+for name in sorted(os.listdir(src)):
+    data = open(os.path.join(src, name), "rb").read()
+    size = len(data)
+    cs = 1 << struct.unpack(">I", data[20:24])[0]
+    for k in range(40):
+        m = bytearray(data)
+        kind = k % 4
+        for _ in range(1 + k % 3):
+            # an 8-byte entry in the first clusters, where the header and
+            # the tables are
+            at = rnd.randrange(0, max(8, min(size, 16 * cs)) - 7) & ~7
+            if kind == 0:    # points at another cluster of the file
+                v = rnd.randrange(0, max(1, size // cs)) * cs
+                v |= rnd.choice([0, 1 << 63, 1 << 62, 1 << 63 | 1])
+            elif kind == 1:  # points past the end, or at nothing sensible
+                v = rnd.choice([size + cs, size * 4, 1 << 40, (1 << 56) - cs,
+                                rnd.getrandbits(64), cs // 2 | 1 << 63])
+            elif kind == 2:  # a flipped bit
+                v = struct.unpack(">Q", bytes(m[at:at + 8]))[0] ^ \
+                    (1 << rnd.randrange(64))
+            else:            # a random byte anywhere
+                pos = rnd.randrange(size)
+                m[pos] = rnd.randrange(256)
+                continue
+            m[at:at + 8] = struct.pack(">Q", v & (1 << 64) - 1)
+        if k % 10 == 9:      # cut short
+            m = m[:rnd.randrange(1, size)]
+        with open(os.path.join(dst, "%s.%02d" % (name, k)), "wb") as f:
+            f.write(m)
+EOF
+
+set_case "fuzz_replay"
+inputs=("$S"/*.qcow2 "$M"/*)
+for f in "$T_SRC"/tests/bad/*.qcow2; do
+    [[ -e $f ]] && inputs+=("$f")
+done
+log="$T_TMP/replay.log"
+batch=50
+for ((i = 0; i < ${#inputs[@]}; i += batch)); do
+    part=("${inputs[@]:i:batch}")
+    rc=0
+    timeout -k 5 "${DF_TIMEOUT:-300}" "$REPLAY" "${part[@]}" >"$log" 2>&1 || rc=$?
+    T_CHECKS=$((T_CHECKS + 1))
+    if ((rc != 0)) || grep -qE "Sanitizer|runtime error|LeakSanitizer" "$log"; then
+        bad "fuzz_replay exited $rc on inputs $i..$((i + ${#part[@]} - 1));" \
+            "the last one started: $(grep -E '\(([0-9]+) bytes\)$' "$log" | tail -n 1)"
+        tail -n 30 "$log" | sed "s/^/    | /" >&2
+    fi
+done
+echo "fuzz_replay: ${#inputs[@]} inputs replayed"
+
+# check -r all on the corpus from the command line: it may fail, but it
+# must end, and it must not make an image worse than it found it.
+for f in "$T_SRC"/tests/bad/*.qcow2; do
+    [[ -e $f ]] || continue
+    set_case "check -r all $(basename "$f")"
+    cp "$f" "$T_TMP/r.qcow2"
+    run_df check -r all "$T_TMP/r.qcow2"
+    T_CHECKS=$((T_CHECKS + 1))
+    ((DF_RC <= 3)) || bad "diskforge check -r all exited $DF_RC"
+done
+# This image's L1 table lies past the end of the file; rebuilding its
+# refcounts once put the new refcount table right on top of it.  Now the
+# repair is refused and the header still points where it did.
+set_case "check -r all, L1 table past the end of the file"
+cp "$T_SRC/tests/bad/repair-over-l1-past-eof.qcow2" "$T_TMP/r.qcow2"
+run_df check -r all "$T_TMP/r.qcow2"
+expect_eq "exit code" "$DF_RC" 1
+expect_eq "header" "$(head -c 104 "$T_TMP/r.qcow2" | sha256sum)" \
+    "$(head -c 104 "$T_SRC/tests/bad/repair-over-l1-past-eof.qcow2" | sha256sum)"
+finish

@@ -14,6 +14,12 @@ need_qemu
 
 EX=${DF_EXAMPLES:-$(dirname "$DISKFORGE")/../examples}
 
+# backing_of IMG: the backing file name stored in IMG, as qemu-img reads it
+backing_of() {
+    qemu-img info --output=json "$1" |
+        "$PY" -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])'
+}
+
 # bytes_at IMG OFFSET LEN: the guest bytes, as qemu reads them
 bytes_at() {
     qemu-img convert -O raw "$1" "$T_TMP/.raw" &&
@@ -28,10 +34,7 @@ if q_ok "$EX/overlay-chain" "$O"; then
         qcheck "$O/$img.qcow2"
     done
     for img in web db; do
-        expect_eq "$img backing" \
-            "$(qemu-img info --output=json "$O/$img.qcow2" |
-                "$PY" -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
-            base.qcow2
+        expect_eq "$img backing" "$(backing_of "$O/$img.qcow2")" base.qcow2
         expect_eq "$img at 0" "$(bytes_at "$O/$img.qcow2" 0 4)" base
         expect_eq "$img at 1M" "$(bytes_at "$O/$img.qcow2" 1048576 ${#img})" "$img"
     done
@@ -50,10 +53,7 @@ if q_ok bash "$T_SRC/examples/storage-walkthrough.sh" "$W" "$DISKFORGE"; then
         qcheck "$img"
     done
     for img in vm1 vm2; do
-        expect_eq "$img backing" \
-            "$(qemu-img info --output=json "$W/$img.qcow2" |
-                "$PY" -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
-            base.qcow2
+        expect_eq "$img backing" "$(backing_of "$W/$img.qcow2")" base.qcow2
     done
 fi
 finish

@@ -81,6 +81,82 @@ for ((i = 0; i < ${#inputs[@]}; i += batch)); do
 done
 echo "fuzz_replay: ${#inputs[@]} inputs replayed"
 
+# --- job files ---------------------------------------------------------------
+# the job reader, validator, DAG and plan printers (tests/fuzz/fuzz_job.c)
+# on the job files in jobs/ and 150 seeded mutations of each: lines
+# dropped, repeated, swapped or re-indented, values replaced with YAML
+# oddities (anchors, aliases, tags, flow collections, ${...}, huge or
+# negative numbers), bytes inserted, files cut short; and a document of
+# aliases of aliases (a billion laughs).
+JREPLAY=${DF_FUZZ_JOB_REPLAY:-$(dirname "$REPLAY")/fuzz_job_replay}
+[[ -x $JREPLAY ]] || fail "no fuzz_job_replay program ('$JREPLAY')"
+J="$T_TMP/jobs"
+mkdir -p "$J"
+"$PY" - "$T_SRC/jobs" "$J" <<'EOF'
+import os, random, sys
+src, dst = sys.argv[1], sys.argv[2]
+rnd = random.Random(1127)
+odd = ["${", "${nope}", "${out}${out}", "-1", "1E", "99999999999999999999P",
+       "0x10", "[", "{", "[a, b", "{a: 1}", "&a x", "*a", "!!binary AAAA",
+       "!!int 3", "~", "null", "''", '"\\x00\\u0000"', "a" * 5000, ":",
+       "- - -", "? x", "|", ">", "\t", "1.5G", "4611686018427387904",
+       "../../../../etc/passwd", "/", "."]
+seeds = {n: open(os.path.join(src, n)).read().split("\n")
+         for n in sorted(os.listdir(src)) if n.endswith(".yaml")}
+laughs = ["version: 1", "vars:", "  a: &a [x, x, x, x, x, x, x, x, x, x]"]
+for i in range(1, 9):
+    laughs.append("  b%d: &b%d [%s]" % (i, i, ", ".join(
+        ["*a" if i == 1 else "*b%d" % (i - 1)] * 10)))
+laughs += ["steps:", "  - id: s", "    op: info", "    image: *b8"]
+seeds["laughs.yaml"] = laughs
+for name, lines in seeds.items():
+    with open(os.path.join(dst, name), "w") as f:
+        f.write("\n".join(lines))
+    for k in range(150):
+        m = list(lines)
+        for _ in range(1 + k % 3):
+            if not m:
+                break
+            i = rnd.randrange(len(m))
+            op = rnd.randrange(7)
+            if op == 0:
+                del m[i]
+            elif op == 1:
+                m.insert(i, m[i])
+            elif op == 2:
+                j = rnd.randrange(len(m))
+                m[i], m[j] = m[j], m[i]
+            elif op == 3:
+                m[i] = " " * rnd.choice([0, 1, 2, 3, 4, 6, 8]) + m[i].lstrip()
+            elif op == 4 and ":" in m[i]:
+                m[i] = m[i].split(":", 1)[0] + ": " + rnd.choice(odd)
+            elif op == 5:
+                p = rnd.randrange(len(m[i]) + 1)
+                m[i] = m[i][:p] + chr(rnd.randrange(1, 256)) + m[i][p:]
+            else:
+                m[i] = m[i].replace("id:", "needs: [%s]" % rnd.choice(
+                    ["base", "a, a", "x", "self"]), 1)
+        text = "\n".join(m)
+        if k % 25 == 24:
+            text = text[:rnd.randrange(len(text) + 1)]
+        with open(os.path.join(dst, "%s.%03d" % (name, k)), "wb") as f:
+            f.write(text.encode("utf-8", "surrogateescape"))
+EOF
+set_case "fuzz_job_replay"
+jobs=("$J"/*)
+for ((i = 0; i < ${#jobs[@]}; i += 200)); do
+    part=("${jobs[@]:i:200}")
+    rc=0
+    timeout -k 5 "${DF_TIMEOUT:-300}" "$JREPLAY" "${part[@]}" >"$log" 2>&1 || rc=$?
+    T_CHECKS=$((T_CHECKS + 1))
+    if ((rc != 0)) || grep -qE "Sanitizer|runtime error" "$log"; then
+        bad "fuzz_job_replay exited $rc on job files $i..$((i + ${#part[@]} - 1));" \
+            "the last one started: $(grep -E '\(([0-9]+) bytes\)$' "$log" | tail -n 1)"
+        tail -n 30 "$log" | sed "s/^/    | /" >&2
+    fi
+done
+echo "fuzz_job_replay: ${#jobs[@]} job files replayed"
+
 # check -r all on the corpus from the command line: it may fail, but it
 # must end, and it must not make an image worse than it found it.
 for f in "$T_SRC"/tests/bad/*.qcow2; do

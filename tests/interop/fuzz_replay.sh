@@ -61,25 +61,32 @@ for name in sorted(os.listdir(src)):
             f.write(m)
 EOF
 
+# replay PROGRAM BATCH FILES...: run PROGRAM on the files, BATCH at a time;
+# each batch must exit 0 within the time limit with no sanitizer report.
+replay() {
+    local prog=$1 batch=$2 i rc part log="$T_TMP/replay.log"
+    shift 2
+    local files=("$@")
+    for ((i = 0; i < ${#files[@]}; i += batch)); do
+        part=("${files[@]:i:batch}")
+        rc=0
+        timeout -k 5 "${DF_TIMEOUT:-300}" "$prog" "${part[@]}" >"$log" 2>&1 || rc=$?
+        T_CHECKS=$((T_CHECKS + 1))
+        if ((rc != 0)) || grep -qE "Sanitizer|runtime error" "$log"; then
+            bad "$(basename "$prog") exited $rc on files $i..$((i + ${#part[@]} - 1));" \
+                "the last one started: $(grep -E '\(([0-9]+) bytes\)$' "$log" | tail -n 1)"
+            tail -n 30 "$log" | sed "s/^/    | /" >&2
+        fi
+    done
+    echo "$(basename "$prog"): ${#files[@]} inputs replayed"
+}
+
 set_case "fuzz_replay"
 inputs=("$S"/*.qcow2 "$M"/*)
 for f in "$T_SRC"/tests/bad/*.qcow2; do
     [[ -e $f ]] && inputs+=("$f")
 done
-log="$T_TMP/replay.log"
-batch=50
-for ((i = 0; i < ${#inputs[@]}; i += batch)); do
-    part=("${inputs[@]:i:batch}")
-    rc=0
-    timeout -k 5 "${DF_TIMEOUT:-300}" "$REPLAY" "${part[@]}" >"$log" 2>&1 || rc=$?
-    T_CHECKS=$((T_CHECKS + 1))
-    if ((rc != 0)) || grep -qE "Sanitizer|runtime error|LeakSanitizer" "$log"; then
-        bad "fuzz_replay exited $rc on inputs $i..$((i + ${#part[@]} - 1));" \
-            "the last one started: $(grep -E '\(([0-9]+) bytes\)$' "$log" | tail -n 1)"
-        tail -n 30 "$log" | sed "s/^/    | /" >&2
-    fi
-done
-echo "fuzz_replay: ${#inputs[@]} inputs replayed"
+replay "$REPLAY" 50 "${inputs[@]}"
 
 # --- job files ---------------------------------------------------------------
 # the job reader, validator, DAG and plan printers (tests/fuzz/fuzz_job.c)
@@ -143,19 +150,7 @@ for name, lines in seeds.items():
             f.write(text.encode("utf-8", "surrogateescape"))
 EOF
 set_case "fuzz_job_replay"
-jobs=("$J"/*)
-for ((i = 0; i < ${#jobs[@]}; i += 200)); do
-    part=("${jobs[@]:i:200}")
-    rc=0
-    timeout -k 5 "${DF_TIMEOUT:-300}" "$JREPLAY" "${part[@]}" >"$log" 2>&1 || rc=$?
-    T_CHECKS=$((T_CHECKS + 1))
-    if ((rc != 0)) || grep -qE "Sanitizer|runtime error" "$log"; then
-        bad "fuzz_job_replay exited $rc on job files $i..$((i + ${#part[@]} - 1));" \
-            "the last one started: $(grep -E '\(([0-9]+) bytes\)$' "$log" | tail -n 1)"
-        tail -n 30 "$log" | sed "s/^/    | /" >&2
-    fi
-done
-echo "fuzz_job_replay: ${#jobs[@]} job files replayed"
+replay "$JREPLAY" 200 "$J"/*
 
 # check -r all on the corpus from the command line: it may fail, but it
 # must end, and it must not make an image worse than it found it.

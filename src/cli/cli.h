@@ -168,4 +168,22 @@ int cli_progress(void *p, uint64_t done, uint64_t total);
 /* Finish the progress line (a newline), if one was printed. */
 void cli_progress_end(struct cli_progress *p);
 
+/* ---- the job commands (cli-job.c) ---- */
+
+struct job_vars;
+struct job;
+struct dag;
+struct job_diags;
+
+/* --set NAME=VALUE into @set: CLI_OK, or a usage error for @cmd. */
+int cli_job_set(const char *cmd, struct job_vars *set, const char *arg);
+/* The single JOB.yaml operand left after getopt: CLI_OK with *@path set,
+ * or a usage error. */
+int cli_job_operand(const char *cmd, int argc, char **argv,
+                    const char **path);
+/* Initialise @diags and load the job with its DAG (pipeline_load());
+ * on failure print every diagnostic on stderr and return CLI_USAGE. */
+int cli_job_load(const char *path, const struct job_vars *set,
+                 struct job **job, struct dag **dag, struct job_diags *diags);
+
 #endif

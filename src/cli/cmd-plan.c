@@ -36,6 +36,7 @@ int cmd_plan(int argc, char **argv)
     struct job_diags diags;
     struct job *job;
     struct dag *dag;
+    const char *path;
     int c, ret = CLI_OK;
 
     cli_getopt_reset();
@@ -48,10 +49,7 @@ int cmd_plan(int argc, char **argv)
             }
             break;
         case 's':
-            if (job_vars_set_arg(&set, optarg) < 0) {
-                ret = cli_usage("plan", "--set wants NAME=VALUE, not '%s'",
-                                optarg);
-            }
+            ret = cli_job_set("plan", &set, optarg);
             break;
         case 'h':
             fputs(usage_text, stdout);
@@ -66,16 +64,12 @@ int cmd_plan(int argc, char **argv)
             return ret;
         }
     }
-    if (argc - optind != 1) {
+    if (cli_job_operand("plan", argc, argv, &path) != CLI_OK) {
         job_vars_release(&set);
-        return cli_usage("plan", argc == optind ? "missing job file"
-                                                : "expected one job file");
+        return CLI_USAGE;
     }
-    job_diags_init(&diags);
-    if (pipeline_load(argv[optind], &set, &job, &dag, &diags) < 0) {
-        job_diags_print(&diags, stderr);
-        ret = CLI_USAGE;
-    } else {
+    ret = cli_job_load(path, &set, &job, &dag, &diags);
+    if (ret == CLI_OK) {
         plan_print(dag, fmt, stdout);
     }
     dag_free(dag);

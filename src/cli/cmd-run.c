@@ -103,21 +103,15 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         case 'k': a->keep_going = true; break;
         case 'n': a->dry_run = true; break;
         case 's':
-            if (job_vars_set_arg(&a->set, optarg) < 0) {
-                return cli_usage("run", "--set wants NAME=VALUE, not '%s'",
-                                 optarg);
+            if (cli_job_set("run", &a->set, optarg) != CLI_OK) {
+                return CLI_USAGE;
             }
             break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: return cli_bad_option("run", c, argv, longopts);
         }
     }
-    if (argc - optind != 1) {
-        return cli_usage("run", argc == optind ? "missing job file"
-                                               : "expected one job file");
-    }
-    a->job_path = argv[optind];
-    return CLI_OK;
+    return cli_job_operand("run", argc, argv, &a->job_path);
 }
 
 static void print_summary(const struct run *run, const char *report)
@@ -206,9 +200,7 @@ int cmd_run(int argc, char **argv)
         job_vars_release(&a.set);
         return ret < 0 ? CLI_OK : ret; /* -1: --help */
     }
-    job_diags_init(&diags);
-    if (pipeline_load(a.job_path, &a.set, &job, &dag, &diags) < 0) {
-        job_diags_print(&diags, stderr);
+    if (cli_job_load(a.job_path, &a.set, &job, &dag, &diags) != CLI_OK) {
         job_diags_release(&diags);
         job_vars_release(&a.set);
         return CLI_USAGE;

@@ -31,16 +31,16 @@ int cmd_validate(int argc, char **argv)
     struct job_diags diags;
     struct job *job;
     struct dag *dag;
+    const char *path;
     int c, ret;
 
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case 's':
-            if (job_vars_set_arg(&set, optarg) < 0) {
+            if (cli_job_set("validate", &set, optarg) != CLI_OK) {
                 job_vars_release(&set);
-                return cli_usage("validate", "--set wants NAME=VALUE, not "
-                                 "'%s'", optarg);
+                return CLI_USAGE;
             }
             break;
         case 'h':
@@ -52,24 +52,21 @@ int cmd_validate(int argc, char **argv)
             return cli_bad_option("validate", c, argv, longopts);
         }
     }
-    if (argc - optind != 1) {
+    if (cli_job_operand("validate", argc, argv, &path) != CLI_OK) {
         job_vars_release(&set);
-        return cli_usage("validate", argc == optind ? "missing job file"
-                                                    : "expected one job file");
+        return CLI_USAGE;
     }
-    job_diags_init(&diags);
-    ret = pipeline_load(argv[optind], &set, &job, &dag, &diags);
-    if (ret < 0) {
-        job_diags_print(&diags, stderr);
+    ret = cli_job_load(path, &set, &job, &dag, &diags);
+    if (ret != CLI_OK) {
         fprintf(stderr, "diskforge: '%s' is not a valid job: %zu error%s\n",
-                argv[optind], diags.n, diags.n == 1 ? "" : "s");
+                path, diags.n, diags.n == 1 ? "" : "s");
     } else {
-        printf("%s: valid job '%s' with %zu step%s\n", argv[optind],
-               job->name, job->n_steps, job->n_steps == 1 ? "" : "s");
+        printf("%s: valid job '%s' with %zu step%s\n", path, job->name,
+               job->n_steps, job->n_steps == 1 ? "" : "s");
     }
     dag_free(dag);
     job_free(job);
     job_diags_release(&diags);
     job_vars_release(&set);
-    return ret < 0 ? CLI_USAGE : CLI_OK;
+    return ret;
 }

@@ -33,28 +33,8 @@ export LC_ALL=C
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-DF=${DISKFORGE:-$ROOT/build/src/diskforge}
 CP=${CP:-cp}
-PY=python3
-[[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
-ROUNDS=5
-DIR=${TMPDIR:-/tmp}
-OUT=""
-
-while (($#)); do
-    case $1 in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --dir) DIR=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench-copy.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-done
-
-[[ -x $DF ]] || { echo "bench-copy.sh: no diskforge at $DF (build first, or set DISKFORGE)" >&2; exit 1; }
-
-W=$(mktemp -d "$DIR/df-bench-copy.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+bench_setup bench-copy 5 -- "$@"
 
 echo "diskforge: $DF ($("$DF" --version 2>/dev/null | head -n 1 || echo '?'))"
 echo "cp:        $(command -v "$CP") ($("$CP" --version | head -n 1))"

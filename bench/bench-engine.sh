@@ -20,26 +20,8 @@ export LC_ALL=C
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-DF=${DISKFORGE:-$ROOT/build/src/diskforge}
 QEMU_IMG=${QEMU_IMG:-qemu-img}
-PY=python3
-[[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
-ROUNDS=3
-DIR=${TMPDIR:-/tmp}
-OUT=""
-while (($#)); do
-    case $1 in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --dir) DIR=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench-engine.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-done
-[[ -x $DF ]] || { echo "bench-engine.sh: no diskforge at $DF" >&2; exit 1; }
-
-W=$(mktemp -d "$DIR/df-bench-engine.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+bench_setup bench-engine 3 -- "$@"
 
 echo "machine: $(bench_machine "$W"); rounds: $ROUNDS"
 echo "making 512 MiB of half-compressible data"

@@ -31,39 +31,14 @@ export LC_ALL=C
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-DF=${DISKFORGE:-$ROOT/build/src/diskforge}
 QEMU_IMG=${QEMU_IMG:-qemu-img}
-PY=python3
-[[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
-ROUNDS=5
-DIR=${TMPDIR:-/tmp}
-OUT=""
-USE_HYPERFINE=0
-
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-    exit "${1:-0}"
-}
-while (($#)); do
-    case $1 in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --dir) DIR=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
-    --hyperfine) USE_HYPERFINE=1; shift ;;
-    -h | --help) usage 0 ;;
-    *) echo "bench.sh: unknown argument '$1'" >&2; usage 2 >&2 ;;
-    esac
-done
-
-[[ -x $DF ]] || { echo "bench.sh: no diskforge at $DF (build first, or set DISKFORGE)" >&2; exit 1; }
+bench_setup bench 5 hyperfine -- "$@"
 command -v "$QEMU_IMG" >/dev/null || { echo "bench.sh: qemu-img not found" >&2; exit 1; }
 if ((USE_HYPERFINE)) && ! command -v hyperfine >/dev/null; then
     echo "bench.sh: --hyperfine given but hyperfine is not installed" >&2
     exit 1
 fi
 
-W=$(mktemp -d "$DIR/df-bench.XXXXXX")
-trap 'rm -rf "$W"' EXIT
 SRC="$W/src.raw"
 
 echo "diskforge: $DF ($("$DF" --version 2>/dev/null | head -n 1 || echo '?'))"

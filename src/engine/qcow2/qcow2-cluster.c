@@ -33,6 +33,19 @@ enum qcow2_cluster_type qcow2_entry_type(const struct qcow2_state *s,
                                    : QCOW2_CLUSTER_UNALLOCATED;
 }
 
+/* The data cluster at @host (for guest offset @guest) must start inside
+ * the file: reading or writing past its end is an error, not zeros. */
+static int cluster_in_file(struct df_image *img, uint64_t host,
+                           uint64_t guest, struct df_error *err)
+{
+    if (host < qcow2_state(img)->file_size) {
+        return 0;
+    }
+    return df_fail(err, DF_E_CORRUPT, "'%s': data cluster 0x%llx for guest "
+                   "offset %llu is beyond the end of the file", img->path,
+                   (unsigned long long)host, (unsigned long long)guest);
+}
+
 /* Check a standard (not compressed) L2 entry read from the file. */
 static int check_l2_entry(struct df_image *img, uint64_t e, uint64_t guest,
                           struct df_error *err)
@@ -379,12 +392,11 @@ static int map_run(struct df_image *img, uint64_t off, uint64_t len,
     r->type = qcow2_entry_type(s, e);
     r->entry = e;
     r->host = (e & QCOW2_OFFSET_MASK) + in;
-    if (r->type == QCOW2_CLUSTER_NORMAL && (e & QCOW2_OFFSET_MASK) >=
-                                               s->file_size) {
-        return df_fail(err, DF_E_CORRUPT, "'%s': data cluster 0x%llx for guest "
-                       "offset %llu is beyond the end of the file", img->path,
-                       (unsigned long long)(e & QCOW2_OFFSET_MASK),
-                       (unsigned long long)off);
+    if (r->type == QCOW2_CLUSTER_NORMAL) {
+        ret = cluster_in_file(img, e & QCOW2_OFFSET_MASK, off, err);
+        if (ret < 0) {
+            return ret;
+        }
     }
     n = s->cluster_size - in;
     if (r->type == QCOW2_CLUSTER_COMPRESSED) {
@@ -597,12 +609,9 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
                 n += s->cluster_size;
             }
             n = DF_MIN(n, left);
-            if (h0 >= s->file_size) {
+            ret = cluster_in_file(img, h0, off, err);
+            if (ret < 0) {
                 s->corrupt = true;
-                ret = df_fail(err, DF_E_CORRUPT, "'%s': data cluster 0x%llx "
-                              "for guest offset %llu is beyond the end of "
-                              "the file", img->path, (unsigned long long)h0,
-                              (unsigned long long)off);
                 break;
             }
             ret = qcow2_overlap_check(img, 0, h0, in + n, err);

@@ -12,6 +12,10 @@ Two layouts:
                       boundaries); --zero-frac of them are explicit zero
                       bytes, which allocate blocks in the raw file but must
                       read (and convert) as zeros.
+  fragmented          --extents runs as a file system or a tool leaves
+                      them: each 512 B, 4 KiB, 64 KiB, 128 KiB or 300,000 B
+                      long, half of them starting on a 4 KiB boundary and
+                      half on a 512-byte boundary that is not one.
 
 Positions come from random.Random(--seed), so the same arguments give the
 same layout.  --data seeded also makes the bytes reproducible; urandom is
@@ -22,6 +26,8 @@ Examples:
   gen-sparse-raw.py src.raw --size 2G --count 8192 --seed 42 --data urandom
   gen-sparse-raw.py t.raw --size 64M --layout extents --extents 300 \\
       --max-len 200000 --seed 7
+  gen-sparse-raw.py frag.raw --size 2G --layout fragmented --extents 8000 \\
+      --data urandom
 """
 import argparse
 import os
@@ -42,7 +48,7 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
     ap.add_argument("--size", type=size_arg, default=size_arg("2G"))
-    ap.add_argument("--layout", choices=("clusters", "extents"), default="clusters")
+    ap.add_argument("--layout", choices=("clusters", "extents", "fragmented"), default="clusters")
     ap.add_argument("--cluster", type=size_arg, default=size_arg("64K"))
     ap.add_argument("--count", type=int, default=8192)
     ap.add_argument("--extents", type=int, default=200)
@@ -77,6 +83,16 @@ def main():
             sys.exit(f"--count {a.count} > {n} clusters in --size")
         for idx in sorted(rng.sample(range(n), a.count)):
             runs.append((idx * a.cluster, a.cluster, False))
+    elif a.layout == "fragmented":
+        sizes = (512, 4096, 65536, 131072, 300000)
+        for i in range(a.extents):
+            length = rng.choice(sizes)
+            if i % 2:
+                off = rng.randrange(0, (a.size - length) // 4096) * 4096
+            else:
+                off = rng.randrange(0, (a.size - length) // 4096) * 4096 + \
+                    rng.randrange(1, 8) * 512
+            runs.append((off, length, False))
     else:
         for _ in range(a.extents):
             length = rng.randint(1, a.max_len)

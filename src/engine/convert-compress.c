@@ -10,14 +10,11 @@
  * the number of threads.  A cluster that does not shrink is stored as it
  * is, like qemu-img does.
  *
- * Threads: the caller plus (usable CPUs - 1) workers, created once
- * per conversion.  Lock order: only pool.mu.
+ * Threads: the caller plus (usable CPUs - 1) workers (workers.c),
+ * created once per conversion.
  */
-#include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -26,24 +23,10 @@
 
 enum { SLOT_ZERO = 0, SLOT_RAW = 1, SLOT_PACKED = 2 };
 
-struct pool;
-
-struct worker {
-    struct pool *pool;
-    unsigned index;
-    struct df_compressor *comp;
-    pthread_t thread;
-};
-
 struct pool {
-    pthread_mutex_t mu;
-    pthread_cond_t go;   /* a new batch, or quit */
-    pthread_cond_t done; /* a worker finished its share */
-    unsigned generation;
-    unsigned busy;
-    bool quit;
+    struct df_workers *workers;
     unsigned nthreads;
-    struct worker w[MAX_THREADS];
+    struct df_compressor *comp[MAX_THREADS]; /* one per thread */
 
     /* the batch: input clusters and their results */
     const unsigned char *in;
@@ -55,8 +38,12 @@ struct pool {
     size_t last_len; /* bytes of the batch's last cluster (image end) */
 };
 
-static void compress_share(struct pool *p, unsigned t, struct df_compressor *c)
+/* Thread @t's share of the batch: every nthreads-th cluster. */
+static void compress_share(void *arg, unsigned t)
 {
+    struct pool *p = arg;
+    struct df_compressor *c = p->comp[t];
+
     for (size_t i = t; i < p->nclusters; i += p->nthreads) {
         const unsigned char *src = p->in + i * p->cs;
         size_t n = i + 1 == p->nclusters ? p->last_len : p->cs;
@@ -72,90 +59,26 @@ static void compress_share(struct pool *p, unsigned t, struct df_compressor *c)
     }
 }
 
-static void *worker_main(void *arg)
+static void pool_stop(struct pool *p)
 {
-    struct worker *w = arg;
-    struct pool *p = w->pool;
-    unsigned seen = 0;
-
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (!p->quit && p->generation == seen) {
-            pthread_cond_wait(&p->go, &p->mu);
-        }
-        if (p->quit) {
-            break;
-        }
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
-        compress_share(p, w->index, w->comp);
-        pthread_mutex_lock(&p->mu);
-        if (--p->busy == 0) {
-            pthread_cond_signal(&p->done);
-        }
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-/* Compress the current batch on every thread, the caller's included. */
-static void run_batch(struct pool *p)
-{
-    pthread_mutex_lock(&p->mu);
-    p->busy = p->nthreads - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    compress_share(p, 0, p->w[0].comp);
-    pthread_mutex_lock(&p->mu);
-    while (p->busy) {
-        pthread_cond_wait(&p->done, &p->mu);
-    }
-    pthread_mutex_unlock(&p->mu);
-}
-
-static void pool_stop(struct pool *p, unsigned started)
-{
-    pthread_mutex_lock(&p->mu);
-    p->quit = true;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    for (unsigned i = 1; i < started; i++) {
-        pthread_join(p->w[i].thread, NULL);
-    }
+    df_workers_stop(p->workers);
     for (unsigned i = 0; i < MAX_THREADS; i++) {
-        df_compressor_free(p->w[i].comp);
+        df_compressor_free(p->comp[i]);
     }
-    pthread_cond_destroy(&p->go);
-    pthread_cond_destroy(&p->done);
-    pthread_mutex_destroy(&p->mu);
 }
 
 static int pool_start(struct pool *p, enum df_compression type,
-                      unsigned *started, const char *dst,
-                      struct df_error *err)
+                      const char *dst, struct df_error *err)
 {
-    p->nthreads = DF_MIN(df_usable_cpus(), (unsigned)MAX_THREADS);
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->go, NULL);
-    pthread_cond_init(&p->done, NULL);
-    *started = 1;
+    p->workers = df_workers_start(DF_MIN(df_usable_cpus(),
+                                         (unsigned)MAX_THREADS));
+    p->nthreads = df_workers_count(p->workers);
     for (unsigned i = 0; i < p->nthreads; i++) {
-        p->w[i].pool = p;
-        p->w[i].index = i;
-        p->w[i].comp = df_compressor_new(type);
-        if (!p->w[i].comp) {
+        p->comp[i] = df_compressor_new(type);
+        if (!p->comp[i]) {
             return df_fail(err, DF_E_NOMEM, "'%s': cannot set up the "
                            "compressor", dst);
         }
-    }
-    for (unsigned i = 1; i < p->nthreads; i++) {
-        if (pthread_create(&p->w[i].thread, NULL, worker_main, &p->w[i])) {
-            /* run with the threads we have */
-            p->nthreads = i;
-            break;
-        }
-        *started = i + 1;
     }
     return 0;
 }
@@ -193,7 +116,6 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
     struct pool p = { 0 };
     uint64_t size = df_image_size(src), off = 0;
     unsigned char *in = NULL;
-    unsigned started = 0;
     size_t batch;
     int ret;
 
@@ -212,7 +134,7 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
         goto out;
     }
     p.in = in;
-    ret = pool_start(&p, info.compression, &started, dst_name, err);
+    ret = pool_start(&p, info.compression, dst_name, err);
     while (ret == 0 && off < size) {
         uint64_t len = DF_MIN((uint64_t)batch * p.cs, size - off);
         struct df_extent ext;
@@ -238,7 +160,7 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
         p.last_len = (size_t)(len - (p.nclusters - 1) * p.cs);
         /* a partial last cluster is compressed as a whole, zero-padded */
         memset(in + len, 0, p.nclusters * p.cs - len);
-        run_batch(&p);
+        df_workers_run(p.workers, compress_share, &p);
         ret = write_batch(&p, dst, off, err);
         off += len;
         if (ret == 0 && progress && progress(opaque, off, size)) {
@@ -250,24 +172,10 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
         ret = df_qcow2_write_compressed(dst, 0, NULL, 0, err);
     }
 out:
-    if (started) {
-        pool_stop(&p, started);
-    }
+    pool_stop(&p);
     free(in);
     free(p.out);
     free(p.out_len);
     free(p.kind);
     return ret;
-}
-
-unsigned df_usable_cpus(void)
-{
-    cpu_set_t set;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-    /* the CPUs this process may run on (taskset), else all online ones */
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-        n = CPU_COUNT(&set);
-    }
-    return n < 1 ? 1 : (unsigned)n;
 }

@@ -15,6 +15,7 @@
  * file is removed and @dst is left as it was.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +34,10 @@ struct convert {
     struct df_image *dst;  /* the temporary target, open read/write */
     uint64_t size;         /* virtual size of source and target */
     uint64_t granule;      /* zero-detection unit; 0: write everything */
+    bool whole_granules;   /* a granule is the unit the target allocates
+                            * (a qcow2 cluster): write whole ones */
     unsigned char *buf;
-    unsigned nthreads;     /* usable CPUs, for reading chunks */
+    struct df_workers *workers; /* read windows on every usable CPU */
     struct df_image *base; /* the target's backing file (-B), or NULL */
     unsigned char *bbuf;   /* the base's bytes for the current chunk */
     size_t buf_size;       /* >= granule, so a chunk holds whole granules */
@@ -100,69 +103,133 @@ static int check_distinct(const char *src, const char *dst,
     return 0;
 }
 
-/* ---- reading a chunk on every usable CPU ---- */
+/* ---- reading a window of the source on every usable CPU ---- */
 
-struct slice {
-    struct df_image *img;
-    unsigned char *buf;
-    size_t len;
-    uint64_t off;
-    int ret;
+/*
+ * A window is filled from a list of source ranges to read (the data the
+ * block status found in it); zero ranges are cleared at once.  Pieces are
+ * at most MAX_PIECE bytes, so that one big run is read (and, for a
+ * compressed source, inflated) by every thread; the threads take pieces
+ * in turn from a shared index.
+ */
+#define MAX_PIECE (256u << 10)
+
+struct piece {
+    uint64_t off;   /* in the source */
+    size_t at, len; /* in the window buffer */
+};
+
+struct window {
+    struct convert *c;
+    struct piece *p;
+    size_t n, cap;
+    atomic_size_t next; /* the next piece to read */
+    atomic_int failed;
+    pthread_mutex_t mu; /* guards err */
     struct df_error err;
 };
 
-static void *read_slice(void *arg)
+static int add_piece(struct window *w, uint64_t off, size_t at, size_t len,
+                     struct df_error *err)
 {
-    struct slice *sl = arg;
-    sl->ret = df_image_pread(sl->img, sl->buf, sl->len, sl->off, &sl->err);
-    return NULL;
+    while (len) {
+        size_t n = DF_MIN(len, (size_t)MAX_PIECE);
+        if (w->n == w->cap) {
+            size_t cap = w->cap * 2 + 64;
+            struct piece *p = realloc(w->p, cap * sizeof(*p));
+            if (!p) {
+                return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                               w->c->dst_name);
+            }
+            w->p = p;
+            w->cap = cap;
+        }
+        w->p[w->n++] = (struct piece){ .off = off, .at = at, .len = n };
+        off += n;
+        at += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void read_pieces(void *arg, unsigned t)
+{
+    struct window *w = arg;
+    struct convert *c = w->c;
+    size_t i;
+
+    (void)t;
+    while (!atomic_load(&w->failed) &&
+           (i = atomic_fetch_add(&w->next, 1)) < w->n) {
+        struct df_error e = { 0 };
+        const struct piece *p = &w->p[i];
+        if (df_image_pread(c->src, c->buf + p->at, p->len, p->off, &e) < 0 &&
+            !atomic_exchange(&w->failed, 1)) {
+            pthread_mutex_lock(&w->mu);
+            w->err = e;
+            pthread_mutex_unlock(&w->mu);
+        }
+    }
 }
 
 /*
- * Read a chunk of the source, split in slices read concurrently: reading
- * is where the time goes for compressed sources (inflating) and the
- * image allows parallel readers.
+ * Fill c->buf with the source's bytes from @off, at most @max bytes, and
+ * return in *@len how many it holds.  With @may_skip (output already reads
+ * zeros where nothing is written), the window ends where a zero run
+ * covers a whole granule: the caller skips that run without reading or
+ * writing it.  Windows start and end on granule boundaries (but at the
+ * image's end), so small extents that share an output cluster go out in
+ * one write.
  */
-static int chunk_read(struct convert *c, unsigned char *buf, size_t len,
-                      uint64_t off, struct df_error *err)
+static int fill_window(struct convert *c, struct window *w, uint64_t off,
+                       size_t max, bool may_skip, size_t *len,
+                       struct df_error *err)
 {
-    enum { MAX_SLICES = 8, MIN_SLICE = 256 << 10 };
-    struct slice sl[MAX_SLICES];
-    pthread_t th[MAX_SLICES];
-    bool started[MAX_SLICES] = { false };
-    size_t n = DF_MIN((size_t)c->nthreads, (size_t)MAX_SLICES);
-    size_t per;
+    uint64_t pos = off, end = off + max;
     int ret = 0;
 
-    if (n < 2 || len < 2 * (size_t)MIN_SLICE) {
-        return df_image_pread(c->src, buf, len, off, err);
-    }
-    per = DF_ROUND_UP(DF_DIV_ROUND_UP(len, n), (size_t)65536);
-    for (size_t i = 0; i < n; i++) {
-        size_t at = DF_MIN(i * per, len);
-        sl[i] = (struct slice){ .img = c->src, .buf = buf + at,
-                                .len = DF_MIN(per, len - at), .off = off + at };
-        if (i && sl[i].len &&
-            pthread_create(&th[i], NULL, read_slice, &sl[i]) == 0) {
-            started[i] = true;
+    w->n = 0;
+    while (pos < end && ret == 0) {
+        struct df_extent ext;
+        uint64_t n;
+        ret = df_image_block_status(c->src, pos, end - pos, true, &ext, err);
+        if (ret < 0) {
+            return ret;
         }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!started[i] && sl[i].len) {
-            read_slice(&sl[i]); /* the caller's share, or a failed start */
+        if (ext.length == 0) {
+            return df_fail(err, DF_E_IO, "'%s': block status at offset %llu "
+                           "returned an empty range", df_image_path(c->src),
+                           (unsigned long long)pos);
         }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (started[i]) {
-            pthread_join(th[i], NULL);
-        }
-        if (sl[i].len && sl[i].ret < 0 && ret == 0) {
-            ret = sl[i].ret;
-            if (err && err->code == DF_OK) {
-                *err = sl[i].err;
+        n = DF_MIN(ext.length, end - pos);
+        if (ext.flags & DF_BLOCK_ZERO) {
+            uint64_t g = may_skip ? DF_ROUND_UP(pos, c->granule) : end;
+            if (may_skip && g > pos && g + c->granule <= pos + n) {
+                /* a whole granule of zeros follows: end the window */
+                n = g - pos;
+                end = g;
+            } else if (may_skip && g == pos && pos + n >= g + c->granule) {
+                end = pos;
+                break;
             }
+            memset(c->buf + (pos - off), 0, (size_t)n);
+        } else {
+            ret = add_piece(w, pos, (size_t)(pos - off), (size_t)n, err);
+        }
+        pos += n;
+    }
+    if (ret == 0 && w->n) {
+        atomic_store(&w->next, 0);
+        atomic_store(&w->failed, 0);
+        df_workers_run(w->n > 1 ? c->workers : NULL, read_pieces, w);
+        if (atomic_load(&w->failed)) {
+            if (err) {
+                *err = w->err;
+            }
+            ret = -w->err.code;
         }
     }
+    *len = (size_t)(end - off);
     return ret;
 }
 
@@ -239,69 +306,82 @@ static int write_over_base(struct convert *c, const unsigned char *buf,
 }
 
 /*
- * Copy the guest range [@off, @off + @len).  @zero says the source reads
- * as zeros there: then nothing is read, and nothing written unless the
- * output must be fully allocated.
+ * Write only the data runs of the window at guest @off, each through the
+ * sparse scan on its own bytes (as qemu-img does for a raw output: the
+ * zeros around a small extent are not written, so a granule with a
+ * little data allocates only the file blocks that data covers).
  */
-static int copy_range(struct convert *c, uint64_t off, uint64_t len,
-                      bool zero, struct df_error *err)
+static int write_runs(struct convert *c, const struct window *w, uint64_t off,
+                      struct df_error *err)
 {
-    uint64_t end = off + len;
-    int ret;
+    int ret = 0;
 
-    if (zero && c->granule && !c->base) {
-        return report(c, end, err);
+    for (size_t i = 0; i < w->n && ret == 0;) {
+        size_t at = w->p[i].at, end = at + w->p[i].len;
+        while (++i < w->n && w->p[i].at == end) {
+            end += w->p[i].len;
+        }
+        ret = write_sparse(c, c->buf + at, end - at, off + at, err);
     }
-    if (zero) {
-        memset(c->buf, 0, c->buf_size);
-    }
-    while (off < end) {
-        uint64_t n = DF_MIN(end - off, (uint64_t)c->buf_size);
-        if (off + n < end && c->granule) {
-            /* end the chunk on a granule boundary */
-            n = (off + n) / c->granule * c->granule - off;
-        }
-        if (!zero) {
-            ret = chunk_read(c, c->buf, (size_t)n, off, err);
-            if (ret < 0) {
-                return ret;
-            }
-        }
-        ret = c->base ? write_over_base(c, c->buf, (size_t)n, off, err)
-                      : write_sparse(c, c->buf, (size_t)n, off, err);
-        if (ret < 0) {
-            return ret;
-        }
-        off += n;
-        ret = report(c, off, err);
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    return 0;
+    return ret;
 }
 
+/*
+ * Walk the source by block status and copy it window by window.  Where
+ * the output already reads as zeros (no -S 0, no -B), runs of zeros are
+ * neither read nor written; everything else is read into the window and
+ * written through the sparse scan (or the comparison with -B).
+ */
 static int copy_image(struct convert *c, struct df_error *err)
 {
+    bool may_skip = c->granule && !c->base;
+    struct window w = { .c = c };
     uint64_t off = 0;
     int ret = report(c, 0, err);
 
+    pthread_mutex_init(&w.mu, NULL);
     while (ret == 0 && off < c->size) {
-        struct df_extent ext;
-        ret = df_image_block_status(c->src, off, c->size - off, true, &ext,
-                                    err);
-        if (ret < 0) {
-            break;
+        uint64_t start = off;
+        size_t len = 0;
+
+        if (may_skip) {
+            struct df_extent ext;
+            ret = df_image_block_status(c->src, off, c->size - off, true,
+                                        &ext, err);
+            if (ret < 0) {
+                break;
+            }
+            if ((ext.flags & DF_BLOCK_ZERO) && ext.length) {
+                off += DF_MIN(ext.length, c->size - off);
+                ret = report(c, off, err);
+                continue;
+            }
+            /* the window holds the whole granule of its first data */
+            start = off / c->granule * c->granule;
         }
-        if (ext.length == 0) {
-            return df_fail(err, DF_E_IO, "'%s': block status at offset %llu "
-                           "returned an empty range",
-                           df_image_path(c->src), (unsigned long long)off);
+        ret = fill_window(c, &w, start,
+                          (size_t)DF_MIN((uint64_t)c->buf_size,
+                                         c->size - start),
+                          may_skip, &len, err);
+        if (ret == 0 && len == 0) {
+            /* cannot happen (off is data): never loop without progress */
+            ret = df_fail(err, DF_E_IO, "'%s': block status at offset %llu "
+                          "changed during the conversion",
+                          df_image_path(c->src), (unsigned long long)off);
         }
-        ext.length = DF_MIN(ext.length, c->size - off);
-        ret = copy_range(c, off, ext.length, ext.flags & DF_BLOCK_ZERO, err);
-        off += ext.length;
+        if (ret == 0) {
+            ret = c->base ? write_over_base(c, c->buf, len, start, err)
+                 : may_skip && !c->whole_granules ? write_runs(c, &w, start,
+                                                               err)
+                 : write_sparse(c, c->buf, len, start, err);
+        }
+        off = start + len;
+        if (ret == 0) {
+            ret = report(c, off, err);
+        }
     }
+    pthread_mutex_destroy(&w.mu);
+    free(w.p);
     return ret;
 }
 
@@ -326,11 +406,12 @@ static int convert_into(struct convert *c, const char *tmp,
         return -err->code;
     }
     c->base = df_image_backing(c->dst);
-    c->nthreads = df_usable_cpus();
+    c->workers = df_workers_start(df_usable_cpus());
     c->granule = c->o->sparse_size;
     if (topts.format == DF_FMT_QCOW2 && (c->granule || c->base)) {
         /* qcow2 allocates whole clusters: judge whole clusters */
         c->granule = DF_MAX(c->granule, (uint64_t)topts.cluster_size);
+        c->whole_granules = true;
     }
     c->buf_size = (size_t)DF_MAX((uint64_t)DF_CHUNK, c->granule);
     c->buf = malloc(c->buf_size);
@@ -389,6 +470,7 @@ int df_convert(const char *src, const char *dst,
         df_error_rename_file(err, tmp, dst);
     }
 out:
+    df_workers_stop(c.workers);
     free(c.buf);
     free(c.bbuf);
     free(tmp);

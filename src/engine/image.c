@@ -388,6 +388,11 @@ static struct df_image *open_one(const char *path, enum df_format fmt,
         goto fail;
     }
     img->drv = drv;
+    img->hostmap = df_hostmap_new();
+    if (!img->hostmap) {
+        df_fail(err, DF_E_NOMEM, "'%s': out of memory", path);
+        goto fail;
+    }
     pthread_mutex_init(&img->lock, NULL);
     ret = drv->open(img, flags, err);
     if (ret < 0) {
@@ -400,6 +405,7 @@ fail:
     if (img->fd >= 0) {
         close(img->fd);
     }
+    df_hostmap_free(img->hostmap);
     free(img->path);
     free(img);
     return NULL;
@@ -515,6 +521,7 @@ int df_image_close(struct df_image *img, struct df_error *err)
             ret = df_fail_sys(err, "'%s': close failed", img->path);
         }
         pthread_mutex_destroy(&img->lock);
+        df_hostmap_free(img->hostmap);
         free(img->path);
         free(img);
         img = next;

@@ -59,6 +59,7 @@ struct df_image {
     bool backed;              /* the image names a backing file, whether
                                * or not it was opened */
     void *state;              /* driver-private */
+    struct df_hostmap *hostmap; /* the host file's data extents (hostmap.c) */
     pthread_mutex_t lock;     /* serialises metadata access (qcow2) */
 };
 
@@ -75,6 +76,25 @@ int df_io_write_zeroes(int fd, uint64_t off, uint64_t len, const char *path,
 /* Length of the file, or a negative error. */
 int df_io_file_size(int fd, uint64_t *size, const char *path,
                     struct df_error *err);
+
+/*
+ * The data extents of an image's host file, found with one walk of
+ * SEEK_DATA/SEEK_HOLE on the first lookup (hostmap.c).
+ *   df_hostmap_lookup(): is host offset @off data, and for how many bytes
+ *     (at most @len) does that hold?  Past the end of the file: a hole.
+ *   df_hostmap_note_write(): we wrote data at [@off, @off + @len).
+ *   df_hostmap_forget(): the file changed in ways not noted; walk again.
+ * Thread-safe.  Zero writes and punched holes need not be noted: a range
+ * the map calls data is only read, and a hole reads as zeros.
+ */
+struct df_hostmap;
+struct df_hostmap *df_hostmap_new(void);
+void df_hostmap_free(struct df_hostmap *m);
+int df_hostmap_lookup(struct df_hostmap *m, int fd, const char *path,
+                      uint64_t off, uint64_t len, bool *data, uint64_t *run,
+                      struct df_error *err);
+void df_hostmap_note_write(struct df_hostmap *m, uint64_t off, uint64_t len);
+void df_hostmap_forget(struct df_hostmap *m);
 
 /* Read guest bytes of @img's backing (zeros past its end, or no backing). */
 int df_image_read_backing(struct df_image *img, void *buf, size_t len,
@@ -191,6 +211,23 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
 
 /* CPUs this process may use (its affinity mask), at least 1. */
 unsigned df_usable_cpus(void);
+
+/*
+ * A fixed pool of threads for one bulk operation (workers.c).
+ *   df_workers_start(n): n threads in all, the caller being one of them
+ *     (so n - 1 are created; fewer if creation fails, and NULL only when
+ *     out of memory: the functions below then run everything on the
+ *     caller).
+ *   df_workers_run(): call fn(ctx, t) on every thread t in 0..count-1 at
+ *     once (t 0 on the caller) and return when all have returned.
+ *   df_workers_stop(): join and free.  NULL is allowed everywhere.
+ */
+struct df_workers;
+struct df_workers *df_workers_start(unsigned n);
+unsigned df_workers_count(const struct df_workers *w);
+void df_workers_run(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
+                    void *ctx);
+void df_workers_stop(struct df_workers *w);
 
 /* Size of the I/O buffers bulk operations use. */
 #define DF_CHUNK (2u << 20)

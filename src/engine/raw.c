@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * raw.c - the raw format: guest offset == file offset.  Holes are found
- * with SEEK_DATA/SEEK_HOLE; zeroing punches holes when allowed.
+ * with SEEK_DATA/SEEK_HOLE, once per open (hostmap.c); zeroing punches
+ * holes when allowed.
  */
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -76,7 +77,10 @@ static int raw_pread(struct df_image *img, void *buf, size_t len, uint64_t off,
 static int raw_pwrite(struct df_image *img, const void *buf, size_t len,
                       uint64_t off, struct df_error *err)
 {
-    return df_io_pwrite(img->fd, buf, len, off, img->path, err);
+    int ret = df_io_pwrite(img->fd, buf, len, off, img->path, err);
+
+    df_hostmap_note_write(img->hostmap, off, len);
+    return ret;
 }
 
 static int raw_write_zeroes(struct df_image *img, uint64_t off, uint64_t len,
@@ -101,37 +105,14 @@ static int raw_flush(struct df_image *img, struct df_error *err)
 static int raw_block_status(struct df_image *img, uint64_t off, uint64_t len,
                             struct df_extent *ext, struct df_error *err)
 {
-    off_t data, hole;
+    bool data;
+    int ret = df_hostmap_lookup(img->hostmap, img->fd, img->path, off, len,
+                                &data, &ext->length, err);
 
     ext->start = off;
-    ext->host_offset = DF_NO_OFFSET;
-    data = lseek(img->fd, (off_t)off, SEEK_DATA);
-    if (data < 0 && errno == ENXIO) {
-        /* a hole to the end of the file */
-        ext->length = len;
-        ext->flags = DF_BLOCK_ZERO;
-        return 0;
-    }
-    if (data < 0) {
-        /* no SEEK_DATA here: everything is data */
-        ext->length = len;
-        ext->flags = DF_BLOCK_DATA;
-        ext->host_offset = off;
-        return 0;
-    }
-    if ((uint64_t)data > off) {
-        ext->length = DF_MIN(len, (uint64_t)data - off);
-        ext->flags = DF_BLOCK_ZERO;
-        return 0;
-    }
-    hole = lseek(img->fd, (off_t)off, SEEK_HOLE);
-    if (hole < 0 || (uint64_t)hole <= off) {
-        hole = (off_t)(off + len);
-    }
-    ext->length = DF_MIN(len, (uint64_t)hole - off);
-    ext->flags = DF_BLOCK_DATA;
-    ext->host_offset = off;
-    return 0;
+    ext->flags = data ? DF_BLOCK_DATA : DF_BLOCK_ZERO;
+    ext->host_offset = data ? off : DF_NO_OFFSET;
+    return ret;
 }
 
 static int raw_info(struct df_image *img, struct df_info *info,

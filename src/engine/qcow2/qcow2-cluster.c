@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "qcow2.h"
@@ -530,6 +531,16 @@ static int release_entry(struct df_image *img, uint64_t e,
     }
 }
 
+/* Write guest data to the file at @host (the host map learns of it). */
+static int write_data(struct df_image *img, const void *buf, size_t len,
+                      uint64_t host, struct df_error *err)
+{
+    int ret = df_io_pwrite(img->fd, buf, len, host, img->path, err);
+
+    df_hostmap_note_write(img->hostmap, host, len);
+    return ret;
+}
+
 /* Does writing into a cluster with entry @e need a new cluster? */
 static bool needs_alloc(const struct qcow2_state *s, uint64_t e)
 {
@@ -563,7 +574,7 @@ static int write_partial(struct df_image *img, uint64_t host,
     }
     if (ret == 0) {
         memcpy(c + in, buf, len);
-        ret = df_io_pwrite(img->fd, c, s->cluster_size, host, img->path, err);
+        ret = write_data(img, c, s->cluster_size, host, err);
     }
     free(c);
     return ret;
@@ -622,7 +633,7 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
                 /* the rest of a preallocated zero cluster must read 0 */
                 ret = write_partial(img, h0, buf, n, off, false, err);
             } else {
-                ret = df_io_pwrite(img->fd, buf, n, h0 + in, img->path, err);
+                ret = write_data(img, buf, n, h0 + in, err);
             }
             if (ret < 0) {
                 break;
@@ -677,8 +688,7 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
             /* middle: whole clusters straight from the caller's buffer */
             if (ret == 0 && n - done >= s->cluster_size) {
                 uint64_t k = (n - done) & ~(s->cluster_size - 1);
-                ret = df_io_pwrite(img->fd, buf + done, k, h + in + done,
-                                   img->path, err);
+                ret = write_data(img, buf + done, k, h + in + done, err);
                 done += k;
             }
             /* tail: partial last cluster */
@@ -858,16 +868,66 @@ int qcow2_zero(struct df_image *img, uint64_t off, uint64_t len,
 
 /* ---- block status ---- */
 
+/*
+ * Is the file sparse enough that data clusters may be holes in it?  That
+ * is what preallocation=metadata makes: every cluster mapped, none
+ * written.  A file written cluster by cluster (by a guest, or by convert)
+ * has nearly all of its length allocated, and asking the file system
+ * about every data run of such a file would cost more than reading it
+ * (the rule is qemu's: it too asks only when far less is allocated than
+ * the file's length).  Decided once per open.
+ */
+static bool sparse_file(struct df_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct stat st;
+
+    if (!s->sparse_known) {
+        s->sparse_known = true;
+        s->sparse_file = fstat(img->fd, &st) == 0 &&
+                         (uint64_t)st.st_blocks * 512 / 9 * 10 <
+                             (uint64_t)st.st_size;
+    }
+    return s->sparse_file;
+}
+
+/*
+ * Data clusters at host @host, ext->length bytes of them: in a @sparse
+ * file, those that are holes read as zeros, and say so.
+ */
+static int host_status(struct df_image *img, uint64_t host, bool sparse,
+                       struct df_extent *ext, struct df_error *err)
+{
+    uint64_t run;
+    bool data;
+    int ret;
+
+    if (!sparse) {
+        return 0;
+    }
+    ret = df_hostmap_lookup(img->hostmap, img->fd, img->path, host,
+                            ext->length, &data, &run, err);
+    if (ret == 0) {
+        ext->length = run;
+        if (!data) {
+            ext->flags |= DF_BLOCK_ZERO;
+        }
+    }
+    return ret;
+}
+
 int qcow2_status(struct df_image *img, uint64_t off, uint64_t len,
                  struct df_extent *ext, struct df_error *err)
 {
     struct run r;
     uint64_t total = 0;
+    bool sparse;
     int ret = 0;
 
     ext->start = off;
     ext->host_offset = DF_NO_OFFSET;
     pthread_mutex_lock(&img->lock);
+    sparse = sparse_file(img);
     ret = map_run(img, off, len, &r, err);
     if (ret == 0) {
         struct run r2 = r;
@@ -902,24 +962,10 @@ int qcow2_status(struct df_image *img, uint64_t off, uint64_t len,
     case QCOW2_CLUSTER_COMPRESSED:
         ext->flags = DF_BLOCK_DATA | DF_BLOCK_COMPRESSED;
         break;
-    case QCOW2_CLUSTER_NORMAL: {
-        /* preallocated clusters may be holes in the file: they read 0 */
-        off_t d = lseek(img->fd, (off_t)r.host, SEEK_DATA);
+    case QCOW2_CLUSTER_NORMAL:
         ext->flags = DF_BLOCK_DATA;
         ext->host_offset = r.host;
-        if (d < 0 && errno == ENXIO) {
-            ext->flags |= DF_BLOCK_ZERO;
-        } else if (d >= 0 && (uint64_t)d > r.host) {
-            ext->flags |= DF_BLOCK_ZERO;
-            ext->length = DF_MIN(total, (uint64_t)d - r.host);
-        } else if (d >= 0) {
-            off_t h = lseek(img->fd, (off_t)r.host, SEEK_HOLE);
-            if (h > (off_t)r.host && (uint64_t)h - r.host < total) {
-                ext->length = (uint64_t)h - r.host;
-            }
-        }
-        break;
-    }
+        return host_status(img, r.host, sparse, ext, err);
     }
     return 0;
 }

@@ -130,6 +130,9 @@ struct qcow2_state {
     char backing_format[32];
     bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
     bool corrupt;      /* an inconsistency was met; writes refused */
+    /* may data clusters be holes in the file (metadata preallocation)?
+     * decided on the first block status; see qcow2_status() */
+    bool sparse_known, sparse_file;
 
     /* where the L2 tables and refcount blocks are (qcow2-overlap.c):
      * sorted cluster numbers, rebuilt when meta_gen moves on; bump

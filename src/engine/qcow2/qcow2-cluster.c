@@ -335,7 +335,7 @@ static int read_compressed(struct df_image *img, uint64_t e, uint64_t guest,
                        img->path, (unsigned long long)guest);
     }
     len = DF_MIN(len, s->file_size - off);
-    in = malloc(len ? len : 1);
+    in = qcow2_decompress_buffer(len ? len : 1);
     if (!in) {
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
     }
@@ -346,7 +346,6 @@ static int read_compressed(struct df_image *img, uint64_t e, uint64_t guest,
                       "offset %llu does not decompress", img->path,
                       (unsigned long long)guest);
     }
-    free(in);
     return ret;
 }
 

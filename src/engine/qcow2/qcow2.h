@@ -273,7 +273,11 @@ int qcow2_check(struct df_image *img, enum df_repair repair,
                 struct df_check_result *res, df_message_fn msg, void *opaque,
                 struct df_error *err);
 
-/* qcow2-compress.c */
+/* qcow2-compress.c: inflate (type 0) or zstd (type 1) one cluster with the
+ * calling thread's context; qcow2_decompress_buffer() is that thread's
+ * buffer for the compressed bytes (at least @len, valid until its next
+ * call on this thread), or NULL when out of memory */
 int qcow2_decompress(int type, const void *src, size_t slen, void *dst,
                      size_t dlen);
+unsigned char *qcow2_decompress_buffer(size_t len);
 #endif

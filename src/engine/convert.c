@@ -266,6 +266,37 @@ static int write_sparse(struct convert *c, const unsigned char *buf,
 }
 
 /*
+ * Write a run that differs from the base: its all-zero granules as zero
+ * ranges (zero clusters, no data: as qemu-img stores a zeroed area of an
+ * overlay), the rest as data.
+ */
+static int write_diff(struct convert *c, const unsigned char *buf, size_t len,
+                      uint64_t off, struct df_error *err)
+{
+    size_t pos = 0;
+    int ret = 0;
+
+    while (pos < len && ret == 0) {
+        size_t g = (size_t)DF_MIN((uint64_t)(len - pos), c->granule);
+        bool zero = df_is_zero(buf + pos, g);
+        size_t end = pos + g;
+        while (end < len) {
+            size_t n = (size_t)DF_MIN((uint64_t)(len - end), c->granule);
+            if (df_is_zero(buf + end, n) != zero) {
+                break;
+            }
+            end += n;
+        }
+        ret = zero ? df_image_write_zeroes(c->dst, off + pos, end - pos, 0,
+                                           err)
+                   : df_image_pwrite(c->dst, buf + pos, end - pos, off + pos,
+                                     err);
+        pos = end;
+    }
+    return ret;
+}
+
+/*
  * With a backing file (-B): write only the granules whose bytes differ
  * from what the backing file shows there, zeros included, so the output
  * holds exactly what the source changes on top of its base.
@@ -292,15 +323,14 @@ static int write_over_base(struct convert *c, const unsigned char *buf,
                                              c->granule - off);
         if (memcmp(buf + pos, c->bbuf + pos, next - pos) == 0) {
             if (run < pos) {
-                ret = df_image_pwrite(c->dst, buf + run, pos - run, off + run,
-                                      err);
+                ret = write_diff(c, buf + run, pos - run, off + run, err);
             }
             run = next;
         }
         pos = next;
     }
     if (ret == 0 && run < len) {
-        ret = df_image_pwrite(c->dst, buf + run, len - run, off + run, err);
+        ret = write_diff(c, buf + run, len - run, off + run, err);
     }
     return ret;
 }

@@ -27,6 +27,8 @@
  * less the umask.
  */
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +60,9 @@ struct copy {
     bool plain_io;         /* copy_file_range() is unusable here */
     bool created;          /* c->tmp exists and is ours to remove */
     unsigned char *buf;    /* DF_CHUNK bytes */
+    struct df_workers *workers; /* scanning threads, started on first use */
+    unsigned char *scan_buf; /* a scan piece per thread */
+    size_t step;           /* scan piece: SCAN_STEP or a granule */
     unsigned char *zeros;  /* DF_CHUNK zero bytes, for filling holes */
     df_progress_fn progress;
     void *opaque;
@@ -165,14 +170,85 @@ static int read_write(struct copy *c, uint64_t off, size_t n,
     return ret < 0 ? ret : df_io_pwrite(c->out, c->buf, n, off, c->tmp, err);
 }
 
-/* Leave out the all-zero granules: they become holes. */
-static int read_sparse(struct copy *c, uint64_t off, size_t n,
+/*
+ * ---- leaving out the all-zero granules, on every CPU ----
+ *
+ * The data is read, scanned and written in SCAN_STEP pieces (aligned to
+ * SCAN_STEP in the file, so that each holds whole granules), each thread
+ * with a buffer of its own, taking pieces in turn from a shared index.
+ * Progress is reported between batches of SCAN_BATCH bytes.
+ */
+#define SCAN_BATCH (32u << 20)
+
+struct scan {
+    struct copy *c;
+    uint64_t base, off, end; /* pieces from base; the batch is [off, end) */
+    size_t step;
+    atomic_uint_fast64_t next; /* the next piece */
+    atomic_int failed;
+    pthread_mutex_t mu;        /* guards err */
+    struct df_error err;
+};
+
+static void scan_pieces(void *arg, unsigned t)
+{
+    struct scan *s = arg;
+    struct copy *c = s->c;
+    unsigned char *buf = c->scan_buf + (size_t)t * s->step;
+    uint64_t i;
+
+    while (!atomic_load(&s->failed) &&
+           (i = atomic_fetch_add(&s->next, 1)) * s->step + s->base < s->end) {
+        uint64_t at = DF_MAX(s->off, s->base + i * s->step);
+        size_t n = (size_t)(DF_MIN(s->end, s->base + (i + 1) * s->step) - at);
+        struct df_error e = { 0 };
+        int ret = df_io_pread(c->in, buf, n, at, c->src, &e);
+        if (ret == 0) {
+            ret = df_write_nonzero(buf, n, at, c->granule, write_out, c, &e);
+        }
+        if (ret < 0 && !atomic_exchange(&s->failed, 1)) {
+            pthread_mutex_lock(&s->mu);
+            s->err = e;
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+}
+
+static int copy_sparse(struct copy *c, uint64_t off, uint64_t len,
                        struct df_error *err)
 {
-    int ret = df_io_pread(c->in, c->buf, n, off, c->src, err);
+    struct scan s = { .c = c };
+    uint64_t end = off + len;
+    int ret = 0;
 
-    return ret < 0 ? ret : df_write_nonzero(c->buf, n, off, c->granule,
-                                            write_out, c, err);
+    if (!c->scan_buf) {
+        c->workers = df_workers_start(df_usable_cpus());
+        c->step = (size_t)DF_MAX((uint64_t)SCAN_STEP, c->granule);
+        c->scan_buf = malloc(c->step * df_workers_count(c->workers));
+        if (!c->scan_buf) {
+            return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->dst);
+        }
+    }
+    s.step = c->step;
+    pthread_mutex_init(&s.mu, NULL);
+    s.base = off / s.step * s.step;
+    while (ret == 0 && off < end) {
+        s.off = off;
+        s.end = DF_MIN(end, (off / s.step * s.step) + SCAN_BATCH);
+        atomic_store(&s.next, (s.off - s.base) / s.step);
+        df_workers_run(c->workers, scan_pieces, &s);
+        if (atomic_load(&s.failed)) {
+            if (err) {
+                *err = s.err;
+            }
+            ret = -s.err.code;
+            break;
+        }
+        off = s.end;
+        ret = report(c, off, err);
+    }
+    pthread_mutex_destroy(&s.mu);
+    return ret;
 }
 
 /* A hole of the source, made zeros on disk (never). */
@@ -267,8 +343,7 @@ static int copy_file(struct copy *c, struct df_error *err)
         } else if (hole) {
             ret = by_chunks(c, off, len, DF_CHUNK, write_zeros, err);
         } else if (c->granule) {
-            ret = by_chunks(c, off, len, (size_t)DF_MAX(SCAN_STEP, c->granule),
-                            read_sparse, err);
+            ret = copy_sparse(c, off, len, err);
         } else {
             ret = copy_data(c, off, len, err);
         }
@@ -419,6 +494,8 @@ out:
     if (c.in >= 0) {
         close(c.in);
     }
+    df_workers_stop(c.workers);
+    free(c.scan_buf);
     free(c.buf);
     free(c.zeros);
     free(tmp);

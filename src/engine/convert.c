@@ -123,6 +123,7 @@ struct window {
     struct convert *c;
     struct piece *p;
     size_t n, cap;
+    uint64_t bytes;     /* in all the pieces */
     atomic_size_t next; /* the next piece to read */
     atomic_int failed;
     pthread_mutex_t mu; /* guards err */
@@ -189,6 +190,7 @@ static int fill_window(struct convert *c, struct window *w, uint64_t off,
     int ret = 0;
 
     w->n = 0;
+    w->bytes = 0;
     while (pos < end && ret == 0) {
         struct df_extent ext;
         uint64_t n;
@@ -215,13 +217,16 @@ static int fill_window(struct convert *c, struct window *w, uint64_t off,
             memset(c->buf + (pos - off), 0, (size_t)n);
         } else {
             ret = add_piece(w, pos, (size_t)(pos - off), (size_t)n, err);
+            w->bytes += n;
         }
         pos += n;
     }
     if (ret == 0 && w->n) {
         atomic_store(&w->next, 0);
         atomic_store(&w->failed, 0);
-        df_workers_run(w->n > 1 ? c->workers : NULL, read_pieces, w);
+        /* waking the workers costs more than a few small reads */
+        df_workers_run(w->bytes >= 2 * MAX_PIECE ? c->workers : NULL,
+                       read_pieces, w);
         if (atomic_load(&w->failed)) {
             if (err) {
                 *err = w->err;

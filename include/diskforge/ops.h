@@ -31,6 +31,11 @@ struct df_convert_opts {
                                    * multiple of 512) are not written;
                                    * 0 allocates everything.  Default 4096 */
     bool compress;                /* -c (qcow2 target) */
+    bool no_create;               /* -n: write into the existing image at
+                                   * the destination (of target.format, at
+                                   * least as large as the source) instead
+                                   * of creating one; in place, so not
+                                   * atomic; target's other fields unused */
     df_progress_fn progress;
     void *progress_opaque;
 };
@@ -42,7 +47,8 @@ DF_API void df_convert_opts_init(struct df_convert_opts *o);
  * @dst.  The output is written under a temporary name beside @dst and
  * renamed into place only on success; on failure nothing is left behind
  * and an existing @dst is untouched.  Holes and zero ranges of the source
- * are not written.
+ * are not written.  With o->no_create, @dst is written in place instead,
+ * and the source's zero ranges are written as zeros.
  */
 DF_API int df_convert(const char *src, const char *dst,
                       const struct df_convert_opts *o, struct df_error *err);

@@ -3,7 +3,9 @@
  * convert-compress.c - the compressed path of df_convert() (convert -c).
  *
  * The source is read a batch of clusters at a time.  All-zero clusters are
- * skipped (the new target reads zeros there); the others are compressed in
+ * skipped (the new target reads zeros there), unless the output must be
+ * fully allocated (-S 0: then, as with qemu-img, they are compressed and
+ * stored like the others); the others are compressed in
  * parallel, one compressor per thread, and then written in guest order by
  * the calling thread.  Since each cluster is compressed on its own and the
  * writes happen in a fixed order, the output is the same bytes whatever
@@ -36,6 +38,7 @@ struct pool {
     size_t nclusters;
     size_t cs;
     size_t last_len; /* bytes of the batch's last cluster (image end) */
+    bool keep_zeros; /* -S 0: all-zero clusters are stored too */
 };
 
 /* Thread @t's share of the batch: every nthreads-th cluster. */
@@ -48,7 +51,7 @@ static void compress_share(void *arg, unsigned t)
         const unsigned char *src = p->in + i * p->cs;
         size_t n = i + 1 == p->nclusters ? p->last_len : p->cs;
 
-        if (df_is_zero(src, n)) {
+        if (!p->keep_zeros && df_is_zero(src, n)) {
             p->kind[i] = SLOT_ZERO;
             continue;
         }
@@ -109,8 +112,9 @@ static int write_batch(struct pool *p, struct df_image *dst, uint64_t off,
 }
 
 int df_convert_compressed(struct df_image *src, struct df_image *dst,
-                          df_progress_fn progress, void *opaque,
-                          const char *dst_name, struct df_error *err)
+                          bool keep_zeros, df_progress_fn progress,
+                          void *opaque, const char *dst_name,
+                          struct df_error *err)
 {
     struct df_info info;
     struct pool p = { 0 };
@@ -134,6 +138,7 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
         goto out;
     }
     p.in = in;
+    p.keep_zeros = keep_zeros;
     ret = pool_start(&p, info.compression, dst_name, err);
     while (ret == 0 && off < size) {
         uint64_t len = DF_MIN((uint64_t)batch * p.cs, size - off);
@@ -143,7 +148,8 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
         if (ret < 0) {
             break;
         }
-        if ((ext.flags & DF_BLOCK_ZERO) && ext.length >= p.cs) {
+        if ((ext.flags & DF_BLOCK_ZERO) && ext.length >= p.cs &&
+            !p.keep_zeros) {
             /* whole clusters of zeros: nothing to write */
             off += ext.length / p.cs * p.cs;
             if (progress && progress(opaque, off, size)) {

@@ -85,6 +85,14 @@ static int check_opts(const struct df_convert_opts *o, const char *dst,
         return df_fail(err, DF_E_INVAL, "'%s': only a qcow2 output can have "
                        "a backing file", dst);
     }
+    if (o->no_create && o->target.backing_file) {
+        return df_fail(err, DF_E_INVAL, "'%s': a backing file (-B) cannot "
+                       "be given when the output is not created (-n)", dst);
+    }
+    if (o->no_create && o->compress) {
+        return df_fail(err, DF_E_UNSUPPORTED, "'%s': compressed output (-c) "
+                       "into an existing image (-n) is not supported", dst);
+    }
     if (o->target.backing_file && o->compress) {
         return df_fail(err, DF_E_UNSUPPORTED, "'%s': compressed output on a "
                        "backing file is not supported", dst);
@@ -271,9 +279,10 @@ static int write_sparse(struct convert *c, const unsigned char *buf,
 }
 
 /*
- * Write a run that differs from the base: its all-zero granules as zero
- * ranges (zero clusters, no data: as qemu-img stores a zeroed area of an
- * overlay), the rest as data.
+ * Write a run whose every byte matters (it differs from the base, or the
+ * output is an existing image): its all-zero granules as zero ranges
+ * (zero clusters, no data: as qemu-img stores a zeroed area), the rest as
+ * data.
  */
 static int write_diff(struct convert *c, const unsigned char *buf, size_t len,
                       uint64_t off, struct df_error *err)
@@ -365,7 +374,8 @@ static int write_runs(struct convert *c, const struct window *w, uint64_t off,
  * Walk the source by block status and copy it window by window.  Where
  * the output already reads as zeros (no -S 0, no -B), runs of zeros are
  * neither read nor written; everything else is read into the window and
- * written through the sparse scan (or the comparison with -B).
+ * written through the sparse scan (or the comparison with -B).  An
+ * existing output (-n) gets zero ranges where the source reads zeros.
  */
 static int copy_image(struct convert *c, struct df_error *err)
 {
@@ -387,8 +397,15 @@ static int copy_image(struct convert *c, struct df_error *err)
                 break;
             }
             if ((ext.flags & DF_BLOCK_ZERO) && ext.length) {
-                off += DF_MIN(ext.length, c->size - off);
-                ret = report(c, off, err);
+                uint64_t n = DF_MIN(ext.length, c->size - off);
+                if (c->o->no_create) {
+                    /* an existing output: make the run read as zeros */
+                    ret = df_image_write_zeroes(c->dst, off, n, 0, err);
+                }
+                off += n;
+                if (ret == 0) {
+                    ret = report(c, off, err);
+                }
                 continue;
             }
             /* the window holds the whole granule of its first data */
@@ -406,6 +423,8 @@ static int copy_image(struct convert *c, struct df_error *err)
         }
         if (ret == 0) {
             ret = c->base ? write_over_base(c, c->buf, len, start, err)
+                 : may_skip && c->o->no_create ? write_diff(c, c->buf, len,
+                                                            start, err)
                  : may_skip && !c->whole_granules ? write_runs(c, &w, start,
                                                                err)
                  : write_sparse(c, c->buf, len, start, err);
@@ -418,6 +437,32 @@ static int copy_image(struct convert *c, struct df_error *err)
     pthread_mutex_destroy(&w.mu);
     free(w.p);
     return ret;
+}
+
+/* Set up the copy into the open target c->dst, and run it. */
+static int convert_open(struct convert *c, uint64_t cluster_size,
+                        struct df_error *err)
+{
+    c->base = df_image_backing(c->dst);
+    c->workers = df_workers_start(df_usable_cpus());
+    c->granule = c->o->sparse_size;
+    if (df_image_format(c->dst) == DF_FMT_QCOW2 && (c->granule || c->base)) {
+        /* qcow2 allocates whole clusters: judge whole clusters */
+        c->granule = DF_MAX(c->granule, cluster_size);
+        c->whole_granules = true;
+    }
+    c->buf_size = (size_t)DF_MAX((uint64_t)DF_CHUNK, c->granule);
+    c->buf = malloc(c->buf_size);
+    c->bbuf = c->base ? malloc(c->buf_size) : NULL;
+    if (!c->buf || (c->base && !c->bbuf)) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->dst_name);
+    }
+    return c->o->compress
+               ? df_convert_compressed(c->src, c->dst,
+                                       c->o->sparse_size == 0, c->o->progress,
+                                       c->o->progress_opaque, c->dst_name,
+                                       err)
+               : copy_image(c, err);
 }
 
 /* Create and open the target at @tmp, then copy the source into it. */
@@ -440,30 +485,46 @@ static int convert_into(struct convert *c, const char *tmp,
     if (!c->dst) {
         return -err->code;
     }
-    c->base = df_image_backing(c->dst);
-    c->workers = df_workers_start(df_usable_cpus());
-    c->granule = c->o->sparse_size;
-    if (topts.format == DF_FMT_QCOW2 && (c->granule || c->base)) {
-        /* qcow2 allocates whole clusters: judge whole clusters */
-        c->granule = DF_MAX(c->granule, (uint64_t)topts.cluster_size);
-        c->whole_granules = true;
-    }
-    c->buf_size = (size_t)DF_MAX((uint64_t)DF_CHUNK, c->granule);
-    c->buf = malloc(c->buf_size);
-    c->bbuf = c->base ? malloc(c->buf_size) : NULL;
-    if (!c->buf || (c->base && !c->bbuf)) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->dst_name);
-    }
-    ret = c->o->compress
-              ? df_convert_compressed(c->src, c->dst, c->o->progress,
-                                      c->o->progress_opaque, c->dst_name, err)
-              : copy_image(c, err);
+    ret = convert_open(c, topts.cluster_size, err);
     if (ret == 0) {
         /* closing flushes the target's metadata: it can fail */
         ret = df_image_close(c->dst, err);
         c->dst = NULL;
     }
     return ret;
+}
+
+/*
+ * -n: write into the image already at @dst, in place (as qemu-img: there
+ * is no temporary copy, so a failure leaves it partly written).  Its
+ * backing file is not opened: every guest byte of the source is written,
+ * zeros as zero ranges, so what the backing file holds does not matter.
+ */
+static int convert_existing(struct convert *c, struct df_error *err)
+{
+    struct df_info info;
+    int ret;
+
+    c->dst = df_image_open(c->dst_name, c->o->target.format,
+                           DF_OPEN_RDWR | DF_OPEN_NO_BACKING, err);
+    if (!c->dst) {
+        return -err->code;
+    }
+    ret = df_image_info(c->dst, &info, err);
+    if (ret == 0 && df_image_size(c->dst) < c->size) {
+        ret = df_fail(err, DF_E_INVAL, "'%s': output file is smaller than "
+                      "input file (%llu < %llu bytes)", c->dst_name,
+                      (unsigned long long)df_image_size(c->dst),
+                      (unsigned long long)c->size);
+    }
+    if (ret == 0) {
+        ret = convert_open(c, info.cluster_size, err);
+    }
+    {
+        int r = df_image_close(c->dst, ret < 0 ? NULL : err);
+        c->dst = NULL;
+        return ret < 0 ? ret : r;
+    }
 }
 
 int df_convert(const char *src, const char *dst,
@@ -489,6 +550,10 @@ int df_convert(const char *src, const char *dst,
         return -err->code;
     }
     c.size = df_image_size(c.src);
+    if (o->no_create) {
+        ret = convert_existing(&c, err);
+        goto out;
+    }
     tmp = df_temp_name(dst);
     if (!tmp) {
         ret = df_fail(err, DF_E_NOMEM, "'%s': out of memory", dst);

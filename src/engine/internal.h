@@ -203,11 +203,13 @@ int df_qcow2_write_compressed(struct df_image *img, uint64_t off,
 
 /*
  * The compressed copy of df_convert(): every cluster of @src into the new
- * qcow2 image @dst, compressed on a thread per CPU (convert-compress.c).
+ * qcow2 image @dst, compressed on a thread per CPU (convert-compress.c);
+ * all-zero clusters are left out unless @keep_zeros (-S 0).
  */
 int df_convert_compressed(struct df_image *src, struct df_image *dst,
-                          df_progress_fn progress, void *opaque,
-                          const char *dst_name, struct df_error *err);
+                          bool keep_zeros, df_progress_fn progress,
+                          void *opaque, const char *dst_name,
+                          struct df_error *err);
 
 /* CPUs this process may use (its affinity mask), at least 1. */
 unsigned df_usable_cpus(void);

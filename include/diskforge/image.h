@@ -58,7 +58,8 @@ struct df_create_opts {
     int refcount_bits;             /* qcow2: 1..64, power of two */
     enum df_compression compression; /* qcow2 v3 header field */
     const char *backing_file;      /* qcow2: stored as given, or NULL */
-    enum df_format backing_format; /* DF_FMT_AUTO: not recorded */
+    enum df_format backing_format; /* required with backing_file: a
+                                    * backing format is never probed */
 };
 
 /** df_create_opts_init() - qemu-img's defaults: qcow2 v3, 64 KiB, 16 bits. */
@@ -69,12 +70,39 @@ DF_API void df_create_opts_init(struct df_create_opts *o);
  * The image is built under a temporary name in the same directory and
  * renamed into place only when complete, so a failure leaves whatever was
  * at @path untouched.  The output is deterministic: the same options give
- * the same bytes.  With a backing file the backing is opened (read-only)
- * to validate it and to take its size when o->size is 0.
+ * the same bytes.  A size of 0 makes an empty image, as qemu-img does.
+ * With a backing file, o->backing_format must be given (-DF_E_INVAL
+ * otherwise: the format recorded for a backing file is never guessed);
+ * the backing is opened (read-only) to validate it and to take its size
+ * when o->size is 0.  @path is a file name as for df_image_open().
  * Thread-safety: any thread.
  */
 DF_API int df_image_create(const char *path, const struct df_create_opts *o,
                            struct df_error *err);
+
+/**
+ * df_filename() - the local path a file name stands for, read as qemu-img
+ * reads file names: a "file:" prefix is stripped; "json:" pseudo-file names
+ * and every other protocol prefix (a ':' before any '/': "nbd:",
+ * "blkdebug:", "http:"...) are refused with -DF_E_UNSUPPORTED naming them.
+ * A file whose name has a ':' is written "./a:b".  *@path receives a
+ * malloc'd path (free it), which reads the same when given again.
+ * Every df_image_*() call and operation that takes an image name applies
+ * this; backing names read from a header follow the same rules (a relative
+ * name is taken from the directory of the image naming it, except after
+ * "file:", where, as in qemu, it is relative to the current directory).
+ */
+DF_API int df_filename(const char *name, char **path, struct df_error *err);
+
+/**
+ * df_backing_path() - the local path of the backing file that the image at
+ * @image names @backing: resolved against @image's directory (unless
+ * absolute or with a protocol, as qemu does), then read by df_filename().
+ * Malloc'd (free it), or NULL with @err set.  Every backing name read from
+ * a header, or about to be recorded in one, goes through this.
+ */
+DF_API char *df_backing_path(const char *image, const char *backing,
+                             struct df_error *err);
 
 enum df_open_flags {
     DF_OPEN_RDWR = 1 << 0,       /* open for writing */
@@ -84,10 +112,12 @@ enum df_open_flags {
 struct df_image;
 
 /**
- * df_image_open() - open the image at @path.  @fmt DF_FMT_AUTO probes
- * (qcow2 magic, else raw).  Unless DF_OPEN_NO_BACKING, the backing chain is
- * opened read-only, relative names resolved against the directory of the
- * image naming them; a loop or a chain deeper than DF_MAX_BACKING_DEPTH is
+ * df_image_open() - open the image at @path (a file name as df_filename()
+ * reads it).  @fmt DF_FMT_AUTO probes (qcow2 magic, else raw): do that
+ * only for images the user named, never to record a format.  Unless
+ * DF_OPEN_NO_BACKING, the backing chain is opened read-only, each backing
+ * name read by df_backing_path() (json: and protocol names refused, with
+ * the name in the error); a loop or a chain deeper than DF_MAX_BACKING_DEPTH is
  * an error.  Returns a handle you own (release it with df_image_close()),
  * or NULL with @err set.
  */
@@ -195,7 +225,9 @@ DF_API int df_image_info(struct df_image *img, struct df_info *info,
  * df_parse_size() - qemu-img size syntax: a number with an optional
  * suffix B, K, M, G, T, P, E (powers of 1024; k/m/g also accepted, and an
  * optional trailing "iB"/"B").  Decimal fractions with a suffix are taken
- * ("1.5G").  Negative numbers, garbage and overflow are -DF_E_INVAL.
+ * ("1.5G"); hexadecimal numbers too ("0x10000", as qemu-img 7.2, which
+ * also takes a suffix after them: "0x10K"), but without a fraction.
+ * Negative numbers, garbage and overflow are -DF_E_INVAL.
  */
 DF_API int df_parse_size(const char *s, uint64_t *out, struct df_error *err);
 

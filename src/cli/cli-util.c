@@ -64,6 +64,24 @@ void cli_getopt_reset(void)
     opterr = 0; /* cli_bad_option() prints the messages */
 }
 
+/* Options qemu-img has that diskforge refuses by name, not as unknown. */
+static int refused_option(const char *cmd, const char *arg)
+{
+    static const char *const refused[] = { "--image-opts",
+                                           "--target-image-opts" };
+    size_t n = strcspn(arg, "=");
+
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        if (n == strlen(refused[i]) && !strncmp(arg, refused[i], n)) {
+            cli_error("%s: %s is not supported: diskforge takes image file "
+                      "names only (no option strings or json: names)", cmd,
+                      refused[i]);
+            return CLI_FAIL;
+        }
+    }
+    return -1;
+}
+
 int cli_bad_option(const char *cmd, int c, char **argv,
                    const struct option *longopts)
 {
@@ -81,6 +99,9 @@ int cli_bad_option(const char *cmd, int c, char **argv,
     }
     if (optopt) {
         return cli_usage(cmd, "unknown option '-%c'", optopt);
+    }
+    if (refused_option(cmd, arg) == CLI_FAIL) {
+        return CLI_FAIL;
     }
     /* an unknown (or ambiguous) long option: name it without its value */
     return cli_usage(cmd, "unknown option '%.*s'", (int)strcspn(arg, "="),
@@ -106,6 +127,64 @@ int cli_parse_size(const char *cmd, const char *s, uint64_t *out)
         return -1;
     }
     return 0;
+}
+
+/* ---- file names ---- */
+
+int cli_image_names(char **names, int n)
+{
+    /* the paths live until exit: commands keep pointers into argv */
+    static char *owned[8];
+    static int nowned;
+
+    for (int i = 0; i < n; i++) {
+        struct df_error err = { 0 };
+        char *path;
+
+        if (!names[i]) {
+            continue;
+        }
+        if (df_filename(names[i], &path, &err) < 0) {
+            return cli_fail(&err);
+        }
+        if (nowned == (int)(sizeof(owned) / sizeof(owned[0]))) {
+            free(path); /* not reached: no command takes that many */
+            cli_error("too many image names");
+            return CLI_USAGE;
+        }
+        owned[nowned++] = path;
+        names[i] = path;
+    }
+    return CLI_OK;
+}
+
+int cli_backing_format_given(const char *img, const char *backing,
+                             enum df_format fmt)
+{
+    if (backing && *backing && fmt == DF_FMT_AUTO) {
+        /* qemu-img 7.2 refuses too: a probed format is a known hole */
+        cli_error("'%s': backing file '%s' given without its format: add "
+                  "-F raw or -F qcow2 (a backing file's format is never "
+                  "probed)", img, backing);
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
+int cli_check_backing_name(const char *img, const char *name)
+{
+    struct df_error err = { 0 };
+    char *path;
+
+    if (!name || !*name) {
+        return CLI_OK; /* none (rebase -b "") */
+    }
+    if (df_filename(name, &path, &err) < 0) {
+        df_error_prefix(&err, "'%s': backing file: ", img);
+        return cli_fail(&err);
+    }
+    free(path);
+    return CLI_OK;
 }
 
 /* ---- -o image options ---- */
@@ -209,7 +288,8 @@ static int set_refcount_bits(struct cli_image_opts *io, const char *name,
                              const char *val, const char *img)
 {
     char *end;
-    unsigned long v = strtoul(val, &end, 10);
+    /* a number as qemu reads one: decimal, 0x hexadecimal, 0 octal */
+    unsigned long v = strtoul(val, &end, 0);
 
     if (end == val || *end || !is_pow2(v) || v > 64) {
         return bad_value(img, name, val, "the refcount width must be a "
@@ -279,6 +359,24 @@ static int set_extended_l2(struct cli_image_opts *io, const char *name,
     return ret;
 }
 
+/* encryption=off is qemu-img's default, accepted as it is; on is refused. */
+static int set_encryption(struct cli_image_opts *io, const char *name,
+                          const char *val, const char *img)
+{
+    bool on;
+    int ret = bool_value(img, name, val, &on);
+
+    if (ret == CLI_OK && on) {
+        cli_error("'%s': encryption is not supported (diskforge writes no "
+                  "encrypted images)", img);
+        ret = CLI_FAIL;
+    }
+    if (ret == CLI_OK) {
+        io->encryption = val;
+    }
+    return ret;
+}
+
 /* Options qemu-img knows that this engine deliberately does not write. */
 static int set_unsupported(struct cli_image_opts *io, const char *name,
                            const char *val, const char *img)
@@ -305,7 +403,8 @@ static const struct opt_desc image_opts[] = {
       set_compression_type },
     { "data_file", FMT_QCOW2, NULL, NULL, set_unsupported },
     { "data_file_raw", FMT_QCOW2, NULL, NULL, set_unsupported },
-    { "encryption", FMT_QCOW2, NULL, NULL, set_unsupported },
+    { "encryption", FMT_QCOW2, "<bool (on/off)>",
+      "Encrypt the image (only off is supported)", set_encryption },
     { "extended_l2", FMT_QCOW2, "<bool (on/off)>",
       "Extended L2 tables (only off is supported)", set_extended_l2 },
     { "lazy_refcounts", FMT_QCOW2, "<bool (on/off)>",
@@ -325,7 +424,8 @@ static const struct opt_desc *find_opt(const char *name, enum df_format fmt)
     for (size_t i = 0; i < sizeof(image_opts) / sizeof(image_opts[0]); i++) {
         const struct opt_desc *d = &image_opts[i];
         if ((d->formats & (1u << fmt)) && (!strcmp(d->name, name) ||
-            (d->set == set_unsupported && !strncmp(name, "encrypt.", 8)))) {
+            (d->set == set_unsupported && !strncmp(name, "encrypt.", 8) &&
+             !strcmp(d->name, "data_file")))) {
             return d;
         }
     }

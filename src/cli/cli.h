@@ -98,7 +98,8 @@ void cli_getopt_reset(void);
 
 /*
  * Report what getopt_long() returned as '?' or ':' (the option string must
- * start with ':').  Returns CLI_USAGE.
+ * start with ':').  Returns CLI_USAGE; CLI_FAIL for the qemu-img options
+ * diskforge refuses by name (--image-opts, --target-image-opts).
  */
 int cli_bad_option(const char *cmd, int c, char **argv,
                    const struct option *longopts);
@@ -108,6 +109,26 @@ int cli_parse_format(const char *cmd, const char *name, enum df_format *out);
 
 /* A size with qemu-img suffixes; prints the error and returns -1. */
 int cli_parse_size(const char *cmd, const char *s, uint64_t *out);
+
+/*
+ * Replace each of the @n image names in @names (NULL entries skipped) by
+ * the local path it stands for, as qemu-img reads names (df_filename():
+ * "file:" stripped; json: and other protocols refused).  Returns CLI_OK,
+ * or prints the error and returns CLI_FAIL.
+ */
+int cli_image_names(char **names, int n);
+/*
+ * Check a backing file name that will be recorded in @img (-b, -B): json:
+ * and protocols other than file: are refused (CLI_FAIL, message printed).
+ */
+int cli_check_backing_name(const char *img, const char *name);
+/*
+ * A backing file (@backing, NULL or "" for none) recorded in @img needs
+ * its format: CLI_OK, or the message and CLI_USAGE when @fmt is
+ * DF_FMT_AUTO.  A recorded format is never probed.
+ */
+int cli_backing_format_given(const char *img, const char *backing,
+                             enum df_format fmt);
 
 /*
  * Image creation options given with -o (create and convert).  Values are
@@ -124,6 +145,7 @@ struct cli_image_opts {
     const char *preallocation;
     const char *compression_type;
     const char *extended_l2;
+    const char *encryption;
     const char *backing_fmt;
     char *list; /* every -o argument joined by ',' (owned) */
 };

@@ -16,8 +16,8 @@ enum { CHECK_OK = 0, CHECK_FAILED = 1, CHECK_CORRUPT = 2, CHECK_LEAKS = 3,
        CHECK_NOT_SUPPORTED = 63 };
 
 static const char usage_text[] =
-    "usage: diskforge check [-q] [-f FMT] [--output human|json] "
-    "[-r leaks|all] IMG\n"
+    "usage: diskforge check [-U] [-q] [-f FMT] [--output human|json]\n"
+    "                       [-r leaks|all] IMG\n"
     "\n"
     "Check the metadata of a qcow2 image: refcounts against references,\n"
     "offsets outside the file, overlapping metadata, COPIED flags.\n"
@@ -27,6 +27,7 @@ static const char usage_text[] =
     "  -r leaks          free clusters nothing refers to\n"
     "  -r all            also fix refcounts that are too low, and flags\n"
     "  -q                print nothing but errors\n"
+    "  -U, --force-share accepted as in qemu-img (no image locks yet)\n"
     "  -h, --help        show this help\n"
     "\n"
     "Exit status: 0 no errors, 1 check not completed, 2 corruptions,\n"
@@ -129,6 +130,7 @@ int cmd_check(int argc, char **argv)
     static const struct option longopts[] = {
         { "output", required_argument, NULL, 'o' },
         { "repair", required_argument, NULL, 'r' },
+        { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -136,12 +138,12 @@ int cmd_check(int argc, char **argv)
     enum df_repair repair = DF_REPAIR_NONE;
     struct df_check_result res;
     struct df_error err = { 0 };
-    bool json = false, quiet = false;
+    bool json = false, quiet = false, force_share = false;
     const char *path;
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:r:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:r:qUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             if (cli_parse_format("check", optarg, &fmt) < 0) {
@@ -167,6 +169,7 @@ int cmd_check(int argc, char **argv)
             }
             break;
         case 'q': quiet = true; break;
+        case 'U': force_share = true; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("check", c, argv, longopts);
         }
@@ -174,6 +177,13 @@ int cmd_check(int argc, char **argv)
     if (argc - optind != 1) {
         return cli_usage("check", argc == optind ? "missing image name"
                                                  : "expected one image name");
+    }
+    if (force_share && repair != DF_REPAIR_NONE) {
+        return cli_usage("check", "-U (--force-share) reads without "
+                         "writing: it cannot be used with -r");
+    }
+    if ((ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
+        return ret;
     }
     path = argv[optind];
     ret = df_check(path, fmt, repair, &res, quiet ? NULL : print_line, NULL,

@@ -8,7 +8,7 @@
 #include "cli.h"
 
 static const char usage_text[] =
-    "usage: diskforge compare [-q] [-p] [-s] [-f FMT] [-F FMT] IMG1 IMG2\n"
+    "usage: diskforge compare [-U] [-q] [-p] [-s] [-f FMT] [-F FMT] IMG1 IMG2\n"
     "\n"
     "Check that IMG1 and IMG2 have the same content, as a guest reads it:\n"
     "unallocated ranges and zeros are equal, and when the sizes differ the\n"
@@ -19,6 +19,8 @@ static const char usage_text[] =
     "  -s           strict: images of different sizes are different\n"
     "  -p           show progress\n"
     "  -q           quiet: print nothing, only set the exit status\n"
+    "  -U, --force-share\n"
+    "               accepted as in qemu-img (no image locks yet)\n"
     "  -h, --help   show this help\n"
     "\n"
     "Exit status: 0 identical, 1 different, 2 error.\n";
@@ -94,6 +96,7 @@ out:
 int cmd_compare(int argc, char **argv)
 {
     static const struct option longopts[] = {
+        { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -104,7 +107,7 @@ int cmd_compare(int argc, char **argv)
     int c;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:F:spqh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:F:spqUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
         case 'F':
@@ -115,12 +118,16 @@ int cmd_compare(int argc, char **argv)
         case 's': strict = true; break;
         case 'p': prog.show = true; break;
         case 'q': quiet = true; break;
+        case 'U': break; /* no image locks yet: see docs/cli.md */
         case 'h': fputs(usage_text, stdout); return CMP_SAME;
         default: return cli_bad_option("compare", c, argv, longopts);
         }
     }
     if (argc - optind != 2) {
         return cli_usage("compare", "expected two image names");
+    }
+    if (cli_image_names(argv + optind, 2) != CLI_OK) {
+        return CMP_ERROR;
     }
     name[0] = argv[optind];
     name[1] = argv[optind + 1];

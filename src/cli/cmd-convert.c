@@ -9,7 +9,7 @@
 
 static const char usage_text[] =
     "usage: diskforge convert [-q] [-p] [-f FMT] [-O FMT] [-o OPTIONS] [-c]\n"
-    "                         [-S SIZE] [-B BACKING [-F FMT]] SRC DST\n"
+    "                         [-S SIZE] [-B BACKING -F FMT] [-U] SRC DST\n"
     "\n"
     "Copy the content of the image SRC (through its backing chain) into a\n"
     "new image DST.  DST appears only when complete: it is written under a\n"
@@ -25,11 +25,13 @@ static const char usage_text[] =
     "  -B BACKING   make DST (qcow2) an overlay of BACKING, holding only\n"
     "               the clusters where SRC differs from it; a relative name\n"
     "               is relative to DST's directory\n"
-    "  -F FMT       format of BACKING; probed if not given\n"
+    "  -F FMT       format of BACKING (raw or qcow2), required with -B: the\n"
+    "               format recorded for a backing file is never probed\n"
     "  -S SIZE      zero runs of SIZE bytes (a multiple of 512, at most 16M;\n"
     "               default 4K) are left unwritten; 0 allocates everything\n"
     "  -p           show progress\n"
     "  -q           quiet: no progress\n"
+    "  -U           accepted for qemu-img compatibility (no locks yet)\n"
     "  -h, --help   show this help\n";
 
 /* Largest -S value, as in qemu-img 7.2. */
@@ -47,6 +49,7 @@ struct convert_args {
 static int parse_args(struct convert_args *a, int argc, char **argv)
 {
     static const struct option longopts[] = {
+        { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -55,7 +58,7 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:O:o:cS:pqB:F:h", longopts,
+    while ((c = getopt_long(argc, argv, ":f:O:o:cS:pqB:F:Uh", longopts,
                             NULL)) != -1) {
         switch (c) {
         case 'f':
@@ -79,12 +82,18 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
+        case 'U': break; /* no image locks yet: see docs/cli.md */
         case 'h': fputs(usage_text, stdout); return -1;
         default: return cli_bad_option("convert", c, argv, longopts);
         }
     }
     if (cli_parse_format("convert", out_fmt, &fmt) < 0) {
         return CLI_USAGE;
+    }
+    if ((ret = cli_image_names(argv + optind, argc - optind < 2
+                                                  ? argc - optind : 2)) !=
+        CLI_OK) {
+        return ret;
     }
     a->src = optind < argc ? argv[optind] : NULL;
     a->dst = optind + 1 < argc ? argv[optind + 1] : NULL;
@@ -113,9 +122,21 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
         return cli_usage("convert", "option 'size' cannot be used: the size "
                          "of '%s' is the size of '%s'", a->dst, a->src);
     }
+    if (!a->backing && a->backing_fmt != DF_FMT_AUTO) {
+        return cli_usage("convert", "-F gives the format of -B BACKING: it "
+                         "cannot be used without -B");
+    }
     if (a->backing) {
         a->io.opts.backing_file = a->backing;
         a->io.opts.backing_format = a->backing_fmt;
+    }
+    /* -B or -o backing_file: the format must come with it */
+    if ((ret = cli_backing_format_given(a->dst, a->io.opts.backing_file,
+                                        a->io.opts.backing_format)) !=
+            CLI_OK ||
+        (ret = cli_check_backing_name(a->dst, a->io.opts.backing_file)) !=
+            CLI_OK) {
+        return ret;
     }
     a->opts.target = a->io.opts;
     return CLI_OK;

@@ -29,30 +29,13 @@ static const char usage_text[] =
 struct create_args {
     struct cli_image_opts io;
     enum df_format fmt;
-    const char *img;
+    const char *img;         /* as given (the "Formatting" line) */
+    char *path;              /* the local path of IMG */
     const char *backing;     /* -b */
     const char *backing_fmt; /* -F */
     bool unsafe;             /* -u */
     bool quiet;              /* -q */
 };
-
-/* The backing file's name as the engine will resolve it: beside IMG. */
-static char *backing_path(const char *img, const char *backing)
-{
-    const char *slash = strrchr(img, '/');
-    size_t dirlen = slash ? (size_t)(slash - img) + 1 : 0;
-    char *p;
-
-    if (backing[0] == '/') {
-        dirlen = 0;
-    }
-    p = malloc(dirlen + strlen(backing) + 1);
-    if (p) {
-        memcpy(p, img, dirlen);
-        strcpy(p + dirlen, backing);
-    }
-    return p;
-}
 
 /*
  * Open the backing file as the engine will (so that a bad one is reported
@@ -64,11 +47,11 @@ static int open_backing(struct create_args *a)
     struct df_create_opts *o = &a->io.opts;
     struct df_error err = { 0 };
     struct df_image *b;
-    char *path = backing_path(a->img, o->backing_file);
+    char *path = df_backing_path(a->path, o->backing_file, &err);
 
     if (!path) {
-        cli_error("out of memory");
-        return CLI_FAIL;
+        df_error_prefix(&err, "'%s': cannot open backing file: ", a->img);
+        return cli_fail(&err);
     }
     b = df_image_open(path, o->backing_format, DF_OPEN_NO_BACKING, &err);
     free(path);
@@ -88,6 +71,7 @@ static int open_backing(struct create_args *a)
 static int check_backing_and_size(struct create_args *a)
 {
     struct df_create_opts *o = &a->io.opts;
+    int ret;
 
     if (a->backing) {
         o->backing_file = a->backing;
@@ -109,11 +93,10 @@ static int check_backing_and_size(struct create_args *a)
                   "file", a->img);
         return CLI_USAGE;
     }
-    if (o->backing_file && !a->io.backing_fmt) {
-        /* probing a backing file's format is unsafe; qemu-img refuses too */
-        cli_error("'%s': backing file specified without backing format "
-                  "(add -F raw or -F qcow2)", a->img);
-        return CLI_USAGE;
+    if ((ret = cli_backing_format_given(a->img, o->backing_file,
+                                        o->backing_format)) != CLI_OK ||
+        (ret = cli_check_backing_name(a->img, o->backing_file)) != CLI_OK) {
+        return ret;
     }
     if (o->backing_file && o->prealloc != DF_PREALLOC_OFF) {
         cli_error("'%s': a backing file and preallocation cannot be used "
@@ -121,7 +104,7 @@ static int check_backing_and_size(struct create_args *a)
         return CLI_USAGE;
     }
     if (o->backing_file && !a->unsafe) {
-        int ret = open_backing(a);
+        ret = open_backing(a);
         if (ret != CLI_OK) {
             return ret;
         }
@@ -130,10 +113,6 @@ static int check_backing_and_size(struct create_args *a)
         cli_error("'%s': missing size: give SIZE%s", a->img,
                   o->backing_file ? " (-u does not read the backing file)"
                                   : " or a backing file");
-        return CLI_USAGE;
-    }
-    if (o->size == 0) {
-        cli_error("'%s': image size must be greater than zero", a->img);
         return CLI_USAGE;
     }
     return CLI_OK;
@@ -153,6 +132,9 @@ static void print_formatting(const struct create_args *a)
         }
         putchar('\n');
         return;
+    }
+    if (io->encryption) {
+        printf(" encryption=%s", io->encryption);
     }
     printf(" cluster_size=%u extended_l2=%s", o->cluster_size,
            io->extended_l2 ? io->extended_l2 : "off");
@@ -212,6 +194,10 @@ static int parse_args(struct create_args *a, int argc, char **argv)
     }
     if (!a->img) {
         return cli_usage("create", "missing image name");
+    }
+    a->path = argv[optind];
+    if ((ret = cli_image_names(&a->path, 1)) != CLI_OK) {
+        return ret;
     }
     if (argc - optind > 2) {
         return cli_usage("create", "too many arguments after '%s'",

@@ -9,18 +9,21 @@
 #include "cli.h"
 
 static const char usage_text[] =
-    "usage: diskforge digest [-p] [-f FMT] IMG\n"
+    "usage: diskforge digest [-U] [-p] [-f FMT] IMG\n"
     "\n"
     "Print the SHA-256 of the bytes a guest reads from IMG (through its\n"
     "backing chain), as '<64 hex digits>  IMG'.\n"
     "\n"
     "  -f FMT       format of IMG (raw or qcow2); probed if not given\n"
     "  -p           show progress\n"
+    "  -U, --force-share\n"
+    "               accepted as in qemu-img (no image locks yet)\n"
     "  -h, --help   show this help\n";
 
 int cmd_digest(int argc, char **argv)
 {
     static const struct option longopts[] = {
+        { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -33,7 +36,7 @@ int cmd_digest(int argc, char **argv)
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:ph", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:pUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             if (cli_parse_format("digest", optarg, &fmt) < 0) {
@@ -41,6 +44,7 @@ int cmd_digest(int argc, char **argv)
             }
             break;
         case 'p': prog.show = true; break;
+        case 'U': break; /* no image locks yet: see docs/cli.md */
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("digest", c, argv, longopts);
         }
@@ -48,6 +52,9 @@ int cmd_digest(int argc, char **argv)
     if (argc - optind != 1) {
         return cli_usage("digest", argc == optind ? "missing image name"
                                                   : "expected one image name");
+    }
+    if ((ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
+        return ret;
     }
     img = df_image_open(argv[optind], fmt, 0, &err);
     if (!img) {

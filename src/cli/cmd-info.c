@@ -12,14 +12,15 @@
 #include "cli.h"
 
 static const char usage_text[] =
-    "usage: diskforge info [-f FMT] [--output human|json] [--backing-chain] "
-    "IMG\n"
+    "usage: diskforge info [-U] [-f FMT] [--output human|json] "
+    "[--backing-chain] IMG\n"
     "\n"
     "Show the format, sizes and format options of the image IMG.\n"
     "\n"
     "  -f FMT            format of IMG (raw or qcow2); probed if not given\n"
     "  --output FORMAT   human (default) or json, as qemu-img info prints\n"
     "  --backing-chain   also show every image of IMG's backing chain\n"
+    "  -U, --force-share accepted as in qemu-img (no image locks yet)\n"
     "  -h, --help        show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN };
@@ -185,6 +186,7 @@ int cmd_info(int argc, char **argv)
     static const struct option longopts[] = {
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
+        { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -195,7 +197,7 @@ int cmd_info(int argc, char **argv)
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:Uh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             if (cli_parse_format("info", optarg, &fmt) < 0) {
@@ -208,6 +210,7 @@ int cmd_info(int argc, char **argv)
             }
             break;
         case OPT_BACKING_CHAIN: chain = true; break;
+        case 'U': break; /* no image locks yet: see docs/cli.md */
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("info", c, argv, longopts);
         }
@@ -215,6 +218,9 @@ int cmd_info(int argc, char **argv)
     if (argc - optind != 1) {
         return cli_usage("info", argc == optind ? "missing image name"
                                                 : "expected one image name");
+    }
+    if ((ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
+        return ret;
     }
     /* a plain info does not need (or check) the backing files */
     img = df_image_open(argv[optind], fmt, chain ? 0 : DF_OPEN_NO_BACKING,

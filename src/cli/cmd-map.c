@@ -11,8 +11,8 @@
 #include "cli.h"
 
 static const char usage_text[] =
-    "usage: diskforge map [-f FMT] [--output human|json] [--start-offset OFF]\n"
-    "                     [--max-length LEN] IMG\n"
+    "usage: diskforge map [-U] [-f FMT] [--output human|json]\n"
+    "                     [--start-offset OFF] [--max-length LEN] IMG\n"
     "\n"
     "Show how the content of IMG is stored, range by range, as qemu-img map\n"
     "does: human output lists the ranges that hold data (offset, length,\n"
@@ -23,6 +23,7 @@ static const char usage_text[] =
     "  --output FORMAT     human (default) or json\n"
     "  --start-offset OFF  start at guest offset OFF (default 0)\n"
     "  --max-length LEN    stop after LEN bytes\n"
+    "  -U, --force-share   accepted as in qemu-img (no image locks yet)\n"
     "  -h, --help          show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_START, OPT_MAX_LENGTH };
@@ -114,6 +115,7 @@ int cmd_map(int argc, char **argv)
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "start-offset", required_argument, NULL, OPT_START },
         { "max-length", required_argument, NULL, OPT_MAX_LENGTH },
+        { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -125,7 +127,7 @@ int cmd_map(int argc, char **argv)
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:Uh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             if (cli_parse_format("map", optarg, &fmt) < 0) {
@@ -149,6 +151,7 @@ int cmd_map(int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
+        case 'U': break; /* no image locks yet: see docs/cli.md */
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("map", c, argv, longopts);
         }
@@ -156,6 +159,9 @@ int cmd_map(int argc, char **argv)
     if (argc - optind != 1) {
         return cli_usage("map", argc == optind ? "missing image name"
                                                : "expected one image name");
+    }
+    if ((ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
+        return ret;
     }
     img = df_image_open(argv[optind], fmt, 0, &err);
     if (!img) {

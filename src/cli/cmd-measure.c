@@ -10,7 +10,7 @@
 #include "cli.h"
 
 static const char usage_text[] =
-    "usage: diskforge measure [-O FMT] [-o OPTIONS] [-f FMT]\n"
+    "usage: diskforge measure [-U] [-O FMT] [-o OPTIONS] [-f FMT]\n"
     "                         [--output human|json] (--size SIZE | SRC)\n"
     "\n"
     "Print how large a new image of format FMT would be: empty with a\n"
@@ -24,6 +24,8 @@ static const char usage_text[] =
     "  -f FMT           format of SRC (raw or qcow2); probed if not given\n"
     "  --size SIZE      measure an empty image of SIZE bytes\n"
     "  --output FORMAT  human (default) or json\n"
+    "  -U, --force-share\n"
+    "                   accepted as in qemu-img (no image locks yet)\n"
     "  -h, --help       show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_SIZE };
@@ -62,6 +64,7 @@ static int parse_args(struct measure_args *a, int argc, char **argv)
     static const struct option longopts[] = {
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "size", required_argument, NULL, OPT_SIZE },
+        { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -71,7 +74,7 @@ static int parse_args(struct measure_args *a, int argc, char **argv)
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:O:o:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:Uh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             if (cli_parse_format("measure", optarg, &a->src_fmt) < 0) {
@@ -92,6 +95,7 @@ static int parse_args(struct measure_args *a, int argc, char **argv)
             a->json = !strcmp(optarg, "json");
             break;
         case OPT_SIZE: a->size = optarg; break;
+        case 'U': break; /* no image locks yet: see docs/cli.md */
         case 'h': fputs(usage_text, stdout); return -1;
         default: return cli_bad_option("measure", c, argv, longopts);
         }
@@ -101,6 +105,9 @@ static int parse_args(struct measure_args *a, int argc, char **argv)
     }
     if (argc - optind > 1) {
         return cli_usage("measure", "expected one source image");
+    }
+    if ((ret = cli_image_names(argv + optind, argc - optind)) != CLI_OK) {
+        return ret;
     }
     a->src = optind < argc ? argv[optind] : NULL;
     ret = cli_image_opts_parse(&a->io, fmt, a->src ? a->src : "new image");

@@ -41,7 +41,7 @@ int cmd_resize(int argc, char **argv)
     bool shrink = false, quiet = false;
     const char *sizearg, *path;
     uint64_t delta, size;
-    int c, sign = 0;
+    int c, ret, sign = 0;
 
     /* the size may start with '-': take it out before getopt sees it */
     if (argc >= 2 && strcmp(argv[argc - 1], "-h") != 0 &&
@@ -73,6 +73,9 @@ int cmd_resize(int argc, char **argv)
     }
     if (!sizearg || argc - optind != 1) {
         return cli_usage("resize", "expected an image name and a size");
+    }
+    if ((ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
+        return ret;
     }
     path = argv[optind];
     if (*sizearg == '+' || *sizearg == '-') {
@@ -122,7 +125,7 @@ static int parse_one_image(int argc, char **argv, const char *cmd,
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    int c;
+    int c, ret;
 
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, ":f:pqh", longopts, NULL)) != -1) {
@@ -140,6 +143,9 @@ static int parse_one_image(int argc, char **argv, const char *cmd,
     }
     if (argc - optind != 1) {
         return cli_usage(cmd, "expected one image name");
+    }
+    if ((ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
+        return ret;
     }
     *path = argv[optind];
     return CLI_OK;
@@ -186,8 +192,8 @@ int cmd_commit(int argc, char **argv)
 /* ---- rebase ---- */
 
 static const char rebase_usage[] =
-    "usage: diskforge rebase [-q] [-p] [-f FMT] [-u] -b BACKING "
-    "[-F BACKING_FMT] IMG\n"
+    "usage: diskforge rebase [-q] [-p] [-U] [-f FMT] [-u] -b BACKING "
+    "-F BACKING_FMT IMG\n"
     "\n"
     "Make BACKING the backing file of IMG (\"\" for none).  Without -u the\n"
     "content IMG shows stays the same: what differs between the old and\n"
@@ -195,7 +201,9 @@ static const char rebase_usage[] =
     "name in the header changes.\n"
     "\n"
     "  -b BACKING      the new backing file, relative to IMG's directory\n"
-    "  -F FMT          its format (raw or qcow2); probed if not given\n"
+    "  -F FMT          its format (raw or qcow2), required with a BACKING:\n"
+    "                  the format recorded for a backing file is never probed\n"
+    "  -U              accepted for qemu-img compatibility (no locks yet)\n"
     "  -u              unsafe: change the name only\n"
     "  -f FMT          format of IMG (qcow2)\n"
     "  -p              show progress\n"
@@ -204,6 +212,7 @@ static const char rebase_usage[] =
 int cmd_rebase(int argc, char **argv)
 {
     static const struct option longopts[] = {
+        { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -215,7 +224,7 @@ int cmd_rebase(int argc, char **argv)
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:F:b:upqh", longopts, NULL)) !=
+    while ((c = getopt_long(argc, argv, ":f:F:b:upqUh", longopts, NULL)) !=
            -1) {
         switch (c) {
         case 'f':
@@ -232,6 +241,7 @@ int cmd_rebase(int argc, char **argv)
         case 'u': unsafe = true; break;
         case 'p': prog.show = true; break;
         case 'q': break;
+        case 'U': break; /* no image locks yet: see docs/cli.md */
         case 'h': fputs(rebase_usage, stdout); return CLI_OK;
         default: return cli_bad_option("rebase", c, argv, longopts);
         }
@@ -242,6 +252,12 @@ int cmd_rebase(int argc, char **argv)
     }
     if (argc - optind != 1) {
         return cli_usage("rebase", "expected one image name");
+    }
+    if ((ret = cli_backing_format_given(argv[optind], backing, bfmt)) !=
+            CLI_OK ||
+        (ret = cli_check_backing_name(argv[optind], backing)) != CLI_OK ||
+        (ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
+        return ret;
     }
     cli_catch_signals();
     ret = df_rebase(argv[optind], fmt, backing, bfmt, unsafe, cli_progress,

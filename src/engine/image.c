@@ -104,7 +104,9 @@ char *df_path_relative_to(const char *base, const char *name)
     char *dir, *out;
     size_t n;
 
-    if (name[0] == '/') {
+    /* as qemu: a name with a protocol ("file:x", "json:{...}") is taken
+     * as it is, and df_filename() then decides what it means */
+    if (name[0] == '/' || df_has_protocol(name)) {
         return strdup(name);
     }
     dir = df_path_dir(base);
@@ -134,10 +136,56 @@ char *df_temp_name(const char *target)
     char *out = malloc(n);
 
     if (out) {
-        snprintf(out, n, "%.*s.%s.df-%ld-%u.tmp", (int)dirlen, target, base,
-                 (long)getpid(), atomic_fetch_add(&counter, 1));
+        /* "./" keeps a ':' in the name from reading as a protocol */
+        snprintf(out, n, "%s%.*s.%s.df-%ld-%u.tmp",
+                 !slash && strchr(base, ':') ? "./" : "", (int)dirlen, target,
+                 base, (long)getpid(), atomic_fetch_add(&counter, 1));
     }
     return out;
+}
+
+/* ---- file names as qemu takes them ---- */
+
+bool df_has_protocol(const char *name)
+{
+    /* qemu's test: a ':' before any '/' */
+    return name[strcspn(name, ":/")] == ':';
+}
+
+int df_filename(const char *name, char **path, struct df_error *err)
+{
+    const char *rest = name;
+    int n;
+
+    *path = NULL;
+    if (!name || !*name) {
+        return df_fail(err, DF_E_INVAL, "empty file name");
+    }
+    if (strncmp(name, "json:", 5) == 0) {
+        return df_fail(err, DF_E_UNSUPPORTED, "'%s': json: pseudo-file names "
+                       "are not supported (name the image file itself)",
+                       name);
+    }
+    if (df_has_protocol(name)) {
+        n = (int)strcspn(name, ":");
+        if (n != 4 || strncmp(name, "file", 4) != 0) {
+            return df_fail(err, DF_E_UNSUPPORTED, "'%s': the '%.*s' protocol "
+                           "is not supported: diskforge opens local files "
+                           "only (a file whose name has a ':' is written "
+                           "'./NAME')", name, n, name);
+        }
+        rest = name + 5; /* the file protocol: the rest is the path */
+        if (!*rest) {
+            return df_fail(err, DF_E_INVAL, "'%s': empty file name after "
+                           "'file:'", name);
+        }
+    }
+    /* as qemu does, keep a ':' left in the path from reading as a protocol */
+    if (asprintf(path, "%s%s", df_has_protocol(rest) ? "./" : "", rest) < 0) {
+        *path = NULL;
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", name);
+    }
+    return 0;
 }
 
 /* ---- I/O helpers ---- */
@@ -264,6 +312,14 @@ int df_image_create_at(const char *path, const struct df_create_opts *o,
     if (ret < 0) {
         return ret;
     }
+    if (opts.backing_file && opts.backing_format == DF_FMT_AUTO) {
+        /* a probed format recorded in a header is a known hole: a raw
+         * disk whose guest wrote a qcow2 header would be read as qcow2 */
+        return df_fail(err, DF_E_INVAL, "'%s': backing file '%s' given "
+                       "without its format (a backing file's format is "
+                       "never probed: give raw or qcow2)", path,
+                       opts.backing_file);
+    }
     if (opts.backing_file) {
         /* validate the backing file, and take its size if none was given */
         char *bpath = df_path_relative_to(path, opts.backing_file);
@@ -277,17 +333,10 @@ int df_image_create_at(const char *path, const struct df_create_opts *o,
             df_error_prefix(err, "'%s': cannot open backing file: ", path);
             return -err->code;
         }
-        if (opts.backing_format == DF_FMT_AUTO) {
-            opts.backing_format = df_image_format(b);
-        }
         if (!opts.size) {
             opts.size = df_image_size(b);
         }
         df_image_close(b, NULL);
-    }
-    if (opts.size == 0 && !opts.backing_file) {
-        return df_fail(err, DF_E_INVAL,
-                       "'%s': image size must be greater than zero", path);
     }
     /* whole 512-byte sectors, as qemu-img makes images of both formats */
     opts.size = DF_ROUND_UP(opts.size, 512);
@@ -303,14 +352,19 @@ int df_image_create_at(const char *path, const struct df_create_opts *o,
     return ret;
 }
 
-int df_image_create(const char *path, const struct df_create_opts *o,
+int df_image_create(const char *name, const struct df_create_opts *o,
                     struct df_error *err)
 {
-    char *tmp = df_temp_name(path);
-    int ret;
+    char *path, *tmp;
+    int ret = df_filename(name, &path, err);
 
+    if (ret < 0) {
+        return ret;
+    }
+    tmp = df_temp_name(path);
     if (!tmp) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", path);
+        free(path);
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", name);
     }
     ret = df_image_create_at(tmp, o, err);
     if (ret == 0 && rename(tmp, path) < 0) {
@@ -328,6 +382,7 @@ int df_image_create(const char *path, const struct df_create_opts *o,
         }
     }
     free(tmp);
+    free(path);
     return ret;
 }
 
@@ -411,6 +466,20 @@ fail:
     return NULL;
 }
 
+char *df_backing_path(const char *image, const char *backing,
+                      struct df_error *err)
+{
+    char *joined = df_path_relative_to(image, backing), *path = NULL;
+
+    if (!joined) {
+        df_fail(err, DF_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    df_filename(joined, &path, err);
+    free(joined);
+    return path;
+}
+
 /*
  * Open the backing chain of @top iteratively: each layer names the next.
  * Loops are found by comparing canonical paths.
@@ -454,9 +523,11 @@ static int open_backing_chain(struct df_image *top, struct df_error *err)
                           "format '%s'", cur->path, info.backing_format);
             break;
         }
-        bpath = df_path_relative_to(cur->path, info.backing_file);
+        bpath = df_backing_path(cur->path, info.backing_file, err);
         if (!bpath) {
-            ret = df_fail(err, DF_E_NOMEM, "out of memory");
+            df_error_prefix(err, "'%s': cannot open backing file: ",
+                            cur->path);
+            ret = -err->code;
             break;
         }
         real = realpath(bpath, NULL);
@@ -491,11 +562,16 @@ static int open_backing_chain(struct df_image *top, struct df_error *err)
     return ret;
 }
 
-struct df_image *df_image_open(const char *path, enum df_format fmt,
+struct df_image *df_image_open(const char *name, enum df_format fmt,
                                unsigned flags, struct df_error *err)
 {
-    struct df_image *img = open_one(path, fmt, flags, err);
+    struct df_image *img = NULL;
+    char *path;
 
+    if (df_filename(name, &path, err) == 0) {
+        img = open_one(path, fmt, flags, err);
+        free(path);
+    }
     if (img && !(flags & DF_OPEN_NO_BACKING) &&
         open_backing_chain(img, err) < 0) {
         df_image_close(img, NULL);

@@ -112,8 +112,15 @@ char *df_temp_name(const char *target);
 
 /* Directory part of @path ("." when none), malloc'd. */
 char *df_path_dir(const char *path);
-/* @name resolved against the directory of @base, malloc'd. */
+/*
+ * @name resolved against the directory of @base, malloc'd.  A name that
+ * is absolute or has a protocol ("file:x", "json:{...}") is returned as it
+ * is, as qemu does: df_filename() then says what it means.
+ */
 char *df_path_relative_to(const char *base, const char *name);
+/* qemu's test for a protocol prefix: a ':' before any '/'. */
+bool df_has_protocol(const char *name);
+
 
 static inline uint64_t df_be64(const void *p)
 {

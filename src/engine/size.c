@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Sizes as qemu-img reads and prints them. */
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ int df_parse_size(const char *s, uint64_t *out, struct df_error *err)
     uint64_t whole;
     double frac = 0;
     int shift = 0;
+    bool hex;
 
     if (!s || !*s) {
         return df_fail(err, DF_E_INVAL, "empty size");
@@ -40,10 +42,16 @@ int df_parse_size(const char *s, uint64_t *out, struct df_error *err)
                        "invalid size '%s': expected a non-negative number "
                        "with an optional suffix K, M, G, T, P or E", s);
     }
+    /* hexadecimal as qemu-img 7.2 takes it: "0x10000"; no fraction */
+    hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X') &&
+          isxdigit((unsigned char)p[2]);
     errno = 0;
-    whole = strtoull(p, (char **)&end, 10);
+    whole = strtoull(p, (char **)&end, hex ? 16 : 10);
     if (errno == ERANGE) {
         return df_fail(err, DF_E_INVAL, "size '%s' is too large", s);
+    }
+    if (hex && *end == '.') {
+        goto bad;
     }
     if (*end == '.') {
         const char *f = end + 1;
@@ -93,8 +101,9 @@ int df_parse_size(const char *s, uint64_t *out, struct df_error *err)
     return 0;
 bad:
     return df_fail(err, DF_E_INVAL,
-                   "invalid size '%s': use a number with an optional suffix "
-                   "K, M, G, T, P or E (powers of 1024)", s);
+                   "invalid size '%s': use a number (decimal, or hexadecimal "
+                   "as 0x...) with an optional suffix K, M, G, T, P or E "
+                   "(powers of 1024)", s);
 }
 
 void df_format_size(uint64_t v, char *buf, size_t len)

@@ -233,10 +233,17 @@ static int get_string(struct reader *r, yaml_node_t *n, const char *key,
     return 0;
 }
 
+/*
+ * A path, resolved against the job file's directory.  An @image name reads
+ * as qemu-img reads file names (df_filename()): "file:" is stripped, and
+ * json: and other protocols are refused.  A resolved path with a ':' before
+ * any '/' becomes "./a:b", so that the engine never takes it for one.
+ */
 static int get_path(struct reader *r, yaml_node_t *n, const char *key,
-                    char **out)
+                    bool image, char **out)
 {
     char *s = get_text(r, n, key), *p;
+    struct df_error err = { 0 };
 
     if (!s) {
         return -1;
@@ -246,8 +253,25 @@ static int get_path(struct reader *r, yaml_node_t *n, const char *key,
         free(s);
         return -1;
     }
+    if (image) {
+        char *plain;
+        if (df_filename(s, &plain, &err) < 0) {
+            error_at(r, n, "'%s': %s", key, err.msg);
+            free(s);
+            return -1;
+        }
+        free(s);
+        s = plain;
+    }
     p = job_path_resolve(r->job->dir, s);
     free(s);
+    if (p && p[strcspn(p, ":/")] == ':') {
+        s = p;
+        if (asprintf(&p, "./%s", s) < 0) {
+            p = NULL;
+        }
+        free(s);
+    }
     if (!p) {
         error_at(r, n, "out of memory");
         return -1;
@@ -392,7 +416,7 @@ static int get_strv(struct reader *r, yaml_node_t *n, const char *key,
             it = n->data.sequence.items.start + i;
             item = node(r, *it);
         }
-        if (paths ? get_path(r, item, key, &s) < 0
+        if (paths ? get_path(r, item, key, false, &s) < 0
                   : get_string(r, item, key, &s) < 0) {
             ret = -1;
             continue;
@@ -553,11 +577,15 @@ static int parse_key(struct reader *r, struct job_step *s, enum job_key k,
     case JOB_KEY_DESCRIPTION:
         ret = get_string(r, v, name, &s->description);
         break;
-    case JOB_KEY_IMAGE: ret = get_path(r, v, name, &s->image); break;
-    case JOB_KEY_FROM: ret = get_path(r, v, name, &s->from); break;
-    case JOB_KEY_TO: ret = get_path(r, v, name, &s->to); break;
-    case JOB_KEY_A: ret = get_path(r, v, name, &s->a); break;
-    case JOB_KEY_B: ret = get_path(r, v, name, &s->b); break;
+    case JOB_KEY_IMAGE: ret = get_path(r, v, name, true, &s->image); break;
+    case JOB_KEY_FROM:
+        ret = get_path(r, v, name, s->op == JOB_OP_CONVERT, &s->from);
+        break;
+    case JOB_KEY_TO:
+        ret = get_path(r, v, name, s->op == JOB_OP_CONVERT, &s->to);
+        break;
+    case JOB_KEY_A: ret = get_path(r, v, name, true, &s->a); break;
+    case JOB_KEY_B: ret = get_path(r, v, name, true, &s->b); break;
     case JOB_KEY_BACKING:
         if (s->op == JOB_OP_REBASE && is_null(v)) {
             /* `backing: null`: rebase onto nothing */
@@ -567,7 +595,7 @@ static int parse_key(struct reader *r, struct job_step *s, enum job_key k,
         }
         ret = get_string(r, v, name, &s->backing_given);
         if (ret == 0 && *s->backing_given) {
-            ret = get_path(r, v, name, &s->backing);
+            ret = get_path(r, v, name, true, &s->backing);
         } else if (ret == 0 && s->op != JOB_OP_REBASE) {
             error_at(r, v, "'backing' is an empty path");
             ret = -1;
@@ -909,11 +937,6 @@ static void check_step(struct reader *r, struct job_step *s)
         error_key(r, s, JOB_KEY_SIZE, "op 'create' needs 'size' (or a "
                   "'backing' to take it from)");
     }
-    if ((s->op == JOB_OP_CREATE || s->op == JOB_OP_RESIZE) &&
-        job_step_has(s, JOB_KEY_SIZE) && s->size == 0 &&
-        s->op == JOB_OP_CREATE) {
-        error_key(r, s, JOB_KEY_SIZE, "'size' must be greater than zero");
-    }
     if (s->op == JOB_OP_COMMAND) {
         bool a = job_step_has(s, JOB_KEY_ARGV);
         bool sh = job_step_has(s, JOB_KEY_SHELL);
@@ -1129,6 +1152,77 @@ static void check_ids(struct reader *r)
     free(ids);
 }
 
+static bool strv_has(const struct job_strv *v, const char *s)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        if (!strcmp(v->v[i], s)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The format of the image at @path as the last step before step @upto
+ * that makes it leaves it, or DF_FMT_AUTO when no step before makes it
+ * (or a command does, whose format the job cannot know).
+ */
+static enum df_format made_format(const struct job *job, size_t upto,
+                                  const char *path)
+{
+    for (size_t i = upto; i-- > 0;) {
+        const struct job_step *s = &job->steps[i];
+        const char *made = s->op == JOB_OP_CONVERT || s->op == JOB_OP_COPY
+                               ? s->to
+                           : s->op == JOB_OP_CREATE ||
+                                   s->op == JOB_OP_OVERLAY
+                               ? s->image
+                               : NULL;
+
+        if (made && !strcmp(made, path)) {
+            /* a byte copy has the format of what it copied */
+            return s->op != JOB_OP_COPY ? s->format
+                   : s->from            ? made_format(job, i, s->from)
+                                        : DF_FMT_AUTO;
+        }
+        if (s->op == JOB_OP_COMMAND && strv_has(&s->outputs, path)) {
+            return DF_FMT_AUTO;
+        }
+    }
+    return DF_FMT_AUTO;
+}
+
+/*
+ * Every step that records a backing file records its format too: the
+ * step's own `backing_format`, else the format of the step of the job
+ * that made the backing file.  A format is never probed to be recorded:
+ * a raw disk whose guest wrote a qcow2 header would be taken for qcow2.
+ */
+static void check_backing_formats(struct reader *r)
+{
+    struct job *job = r->job;
+
+    for (size_t i = 0; i < job->n_steps; i++) {
+        struct job_step *s = &job->steps[i];
+        bool records = s->op == JOB_OP_CREATE || s->op == JOB_OP_OVERLAY ||
+                       s->op == JOB_OP_CONVERT || s->op == JOB_OP_REBASE;
+
+        if (!records || !s->backing ||
+            job_step_has(s, JOB_KEY_BACKING_FORMAT) ||
+            ((s->bad_keys >> JOB_KEY_BACKING_FORMAT) & 1)) {
+            continue;
+        }
+        s->backing_format = made_format(job, i, s->backing);
+        if (s->backing_format == DF_FMT_AUTO) {
+            error_key(r, s, JOB_KEY_BACKING, "the format of backing file "
+                      "'%s' is not known: add 'backing_format: raw' or "
+                      "'backing_format: qcow2' (no earlier step makes it, "
+                      "and a backing file's format is never probed)",
+                      s->backing_given ? s->backing_given : s->backing);
+        }
+    }
+}
+
 static void read_root(struct reader *r, yaml_node_t *root)
 {
     static const char *const root_keys[] = { "version", "name", "vars",
@@ -1180,6 +1274,7 @@ static void read_root(struct reader *r, yaml_node_t *root)
     if ((n = lookup(r, root, "steps"))) {
         read_steps(r, n);
         check_ids(r);
+        check_backing_formats(r);
     } else {
         error_at(r, root, "the job has no 'steps'");
     }

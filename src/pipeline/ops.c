@@ -127,6 +127,15 @@ static char *backing_name(const struct job_step *s, const char *image)
     }
     out = job_path_relative(dir, s->backing);
     free(dir);
+    if (out && out[strcspn(out, ":/")] == ':') {
+        /* "./a:b": qemu would read "a:b" as protocol "a" */
+        char *dotted;
+        if (asprintf(&dotted, "./%s", out) < 0) {
+            dotted = NULL;
+        }
+        free(out);
+        out = dotted;
+    }
     return out;
 }
 

@@ -383,8 +383,6 @@ arg_refused "-5|size" create -f qcow2 "$A/x.qcow2" -- -5
 arg_refused "20E|size" create -f raw "$A/x.raw" 20E
 arg_refused "1.5|size" create -f raw "$A/x.raw" 1.5
 arg_refused "abc|size" create -f qcow2 "$A/x.qcow2" abc
-arg_refused "x.raw|size" create -f raw "$A/x.raw" 0
-arg_refused "x.qcow2|size" create -f qcow2 "$A/x.qcow2" 0
 arg_refused "x.qcow2|size" create -f qcow2 "$A/x.qcow2"   # no size, no backing
 arg_refused "3000|cluster" create -f qcow2 -o cluster_size=3000 "$A/x.qcow2" 64M
 arg_refused "256|cluster" create -f qcow2 -o cluster_size=256 "$A/x.qcow2" 64M

@@ -226,14 +226,14 @@ qemu-io -f qcow2 -c 'write -P 0x22 1M 100k' -c 'write -z 4M 64k' \
     -c 'write -P 0x11 8M 64k' cb-ov.qcow2 >/dev/null
 qemu-img convert -O raw cb-ov.qcow2 cb-flat.raw
 cb_sum=$(sha_of cb-base.qcow2)
-df_ok convert -O qcow2 -B cb-base.qcow2 cb-flat.raw cb-out.qcow2
+df_ok convert -O qcow2 -B cb-base.qcow2 -F qcow2 cb-flat.raw cb-out.qcow2
 expect_true "same content as the flat source" \
     qemu-img compare -q -f raw -F qcow2 cb-flat.raw cb-out.qcow2
 qcheck cb-out.qcow2
 expect_eq "only the clusters that differ from the base are stored" \
     "$(qemu-img map --output=json cb-out.qcow2 | grep -c '"depth": 0')" 2
 expect_eq "base untouched" "$(sha_of cb-base.qcow2)" "$cb_sum"
-run_df convert -O raw -B cb-base.qcow2 cb-flat.raw cb-x.raw
+run_df convert -O raw -B cb-base.qcow2 -F qcow2 cb-flat.raw cb-x.raw
 expect_eq "-B with raw output refused" "$DF_RC" 1
 expect_true "nothing left behind" test ! -e cb-x.raw
 

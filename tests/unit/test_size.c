@@ -59,6 +59,13 @@ static const struct {
     { "1KiB", KiB },                /* documented diskforge extension */
     { "1KB", KiB },
     { "9223372036854775807", UINT64_C(9223372036854775807) }, /* INT64_MAX */
+    { "0x10000", 64 * KiB },        /* hexadecimal, as qemu-img 7.2 */
+    { "0X100000", MiB },
+    { "0xffff", 65535 },
+    { "0x100000B", 0x100000B },     /* B is a hex digit there (qemu too) */
+    { "0x1E", 30 },                 /* and so is E */
+    { "0x10K", 16 * KiB },          /* qemu-img 7.2: deprecated, accepted */
+    { "0x7fffffffffffffff", UINT64_C(9223372036854775807) },
 };
 
 START_TEST(parse_good)
@@ -105,6 +112,11 @@ static const struct {
     { "18446744073709551616", "18446744073709551616" }, /* 2^64: ERANGE */
     { "99999999999999999999999", "99999999999999999999999" },
     { "17179869184G", "17179869184G" }, /* 2^64 exactly, via the shift */
+    { "0x", "0x" },                 /* no hex digits */
+    { "0xg", "0xg" },
+    { "0x1.8M", "0x1.8M" },         /* no hex fractions (qemu-img) */
+    { "0x8000000000000000", "0x8000000000000000" }, /* > INT64_MAX */
+    { "0x10000000000000000", "0x10000000000000000" }, /* 2^64: ERANGE */
 };
 
 START_TEST(parse_bad)

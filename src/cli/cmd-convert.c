@@ -8,8 +8,8 @@
 #include "cli.h"
 
 static const char usage_text[] =
-    "usage: diskforge convert [-q] [-p] [-f FMT] [-O FMT] [-o OPTIONS] [-c]\n"
-    "                         [-S SIZE] [-B BACKING -F FMT] [-U] SRC DST\n"
+    "usage: diskforge convert [-q] [-p] [-n] [-f FMT] [-O FMT] [-o OPTIONS]\n"
+    "                         [-c] [-S SIZE] [-B BACKING -F FMT] [-U] SRC DST\n"
     "\n"
     "Copy the content of the image SRC (through its backing chain) into a\n"
     "new image DST.  DST appears only when complete: it is written under a\n"
@@ -27,6 +27,9 @@ static const char usage_text[] =
     "               is relative to DST's directory\n"
     "  -F FMT       format of BACKING (raw or qcow2), required with -B: the\n"
     "               format recorded for a backing file is never probed\n"
+    "  -n           do not create DST: write into the existing image DST\n"
+    "               (of format -O, at least as large as SRC), in place;\n"
+    "               zero runs of SRC are written as zeros\n"
     "  -S SIZE      zero runs of SIZE bytes (a multiple of 512, at most 16M;\n"
     "               default 4K) are left unwritten; 0 allocates everything\n"
     "  -p           show progress\n"
@@ -42,6 +45,7 @@ struct convert_args {
     struct cli_image_opts io;
     const char *src, *dst;
     bool progress, quiet;
+    bool have_o;                 /* -o was given */
     const char *backing;         /* -B */
     enum df_format backing_fmt;  /* -F */
 };
@@ -58,7 +62,7 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:O:o:cS:pqB:F:Uh", longopts,
+    while ((c = getopt_long(argc, argv, ":f:O:o:cS:pqnB:F:Uh", longopts,
                             NULL)) != -1) {
         switch (c) {
         case 'f':
@@ -68,6 +72,7 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
             break;
         case 'O': out_fmt = optarg; break;
         case 'o':
+            a->have_o = true;
             if (cli_image_opts_add(&a->io, optarg) != CLI_OK) {
                 return CLI_FAIL;
             }
@@ -76,6 +81,7 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
         case 'S': sparse = optarg; break;
         case 'p': a->progress = true; break;
         case 'q': a->quiet = true; break;
+        case 'n': a->opts.no_create = true; break;
         case 'B': a->backing = optarg; break;
         case 'F':
             if (cli_parse_format("convert", optarg, &a->backing_fmt) < 0) {
@@ -121,6 +127,10 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
     if (a->io.have_size) {
         return cli_usage("convert", "option 'size' cannot be used: the size "
                          "of '%s' is the size of '%s'", a->dst, a->src);
+    }
+    if (a->opts.no_create && (a->have_o || a->backing)) {
+        return cli_usage("convert", "%s has no effect when skipping image "
+                         "creation (-n)", a->have_o ? "-o" : "-B");
     }
     if (!a->backing && a->backing_fmt != DF_FMT_AUTO) {
         return cli_usage("convert", "-F gives the format of -B BACKING: it "

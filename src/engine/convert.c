@@ -301,8 +301,8 @@ static int write_diff(struct convert *c, const unsigned char *buf, size_t len,
             }
             end += n;
         }
-        ret = zero ? df_image_write_zeroes(c->dst, off + pos, end - pos, 0,
-                                           err)
+        ret = zero ? df_image_write_zeroes(c->dst, off + pos, end - pos,
+                                           DF_ZERO_MAY_UNMAP, err)
                    : df_image_pwrite(c->dst, buf + pos, end - pos, off + pos,
                                      err);
         pos = end;
@@ -400,7 +400,8 @@ static int copy_image(struct convert *c, struct df_error *err)
                 uint64_t n = DF_MIN(ext.length, c->size - off);
                 if (c->o->no_create) {
                     /* an existing output: make the run read as zeros */
-                    ret = df_image_write_zeroes(c->dst, off, n, 0, err);
+                    ret = df_image_write_zeroes(c->dst, off, n,
+                                                DF_ZERO_MAY_UNMAP, err);
                 }
                 off += n;
                 if (ret == 0) {

@@ -138,7 +138,10 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
     }
     if (a->backing) {
         a->io.opts.backing_file = a->backing;
-        a->io.opts.backing_format = a->backing_fmt;
+        if (a->backing_fmt != DF_FMT_AUTO) {
+            /* else -o backing_fmt=, as qemu-img takes it */
+            a->io.opts.backing_format = a->backing_fmt;
+        }
     }
     /* -B or -o backing_file: the format must come with it */
     if ((ret = cli_backing_format_given(a->dst, a->io.opts.backing_file,

@@ -15,6 +15,7 @@
  * Threads: the caller plus (usable CPUs - 1) workers (workers.c),
  * created once per conversion.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,16 +39,18 @@ struct pool {
     size_t nclusters;
     size_t cs;
     size_t last_len; /* bytes of the batch's last cluster (image end) */
+    atomic_size_t next; /* the next cluster to compress */
     bool keep_zeros; /* -S 0: all-zero clusters are stored too */
 };
 
-/* Thread @t's share of the batch: every nthreads-th cluster. */
+/* Compress clusters of the batch until none is left (any thread). */
 static void compress_share(void *arg, unsigned t)
 {
     struct pool *p = arg;
     struct df_compressor *c = p->comp[t];
+    size_t i;
 
-    for (size_t i = t; i < p->nclusters; i += p->nthreads) {
+    while ((i = atomic_fetch_add(&p->next, 1)) < p->nclusters) {
         const unsigned char *src = p->in + i * p->cs;
         size_t n = i + 1 == p->nclusters ? p->last_len : p->cs;
 
@@ -166,6 +169,7 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
         p.last_len = (size_t)(len - (p.nclusters - 1) * p.cs);
         /* a partial last cluster is compressed as a whole, zero-padded */
         memset(in + len, 0, p.nclusters * p.cs - len);
+        atomic_store(&p.next, 0);
         df_workers_run(p.workers, compress_share, &p);
         ret = write_batch(&p, dst, off, err);
         off += len;

@@ -227,8 +227,11 @@ unsigned df_usable_cpus(void);
  *     (so n - 1 are created; fewer if creation fails, and NULL only when
  *     out of memory: the functions below then run everything on the
  *     caller).
- *   df_workers_run(): call fn(ctx, t) on every thread t in 0..count-1 at
- *     once (t 0 on the caller) and return when all have returned.
+ *   df_workers_run(): call fn(ctx, t) on the caller (t 0) and on every
+ *     worker t in 1..count-1 that is free to start before the caller's
+ *     call returns; return when all the calls have returned.  fn must
+ *     share out the work dynamically (an atomic index), since one call
+ *     may have to do it all; t is for per-thread resources.
  *   df_workers_stop(): join and free.  NULL is allowed everywhere.
  */
 struct df_workers;

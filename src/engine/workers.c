@@ -7,6 +7,13 @@
  * batch after another: no thread is created inside the copy loop.  The
  * caller is thread 0 and works too, so n threads means n - 1 workers.
  *
+ * The functions share out their work themselves (an atomic index), so a
+ * batch is done once any one thread has run it through.  A worker joins a
+ * batch only while it is open; the caller closes it when its own call
+ * returns and then waits only for the workers that joined.  So a worker
+ * the scheduler has not run yet (the machine is busy) never holds the
+ * caller up: it skips the batches it missed.
+ *
  * Lock order: only w->mu.
  */
 #include <sched.h>
@@ -30,7 +37,8 @@ struct df_workers {
     pthread_cond_t go;   /* a new batch, or quit */
     pthread_cond_t done; /* a worker finished its share */
     unsigned generation;
-    unsigned busy;
+    bool open;           /* workers may still join the current batch */
+    unsigned busy;       /* workers inside the current batch */
     bool quit;
     unsigned n;          /* threads, the caller included */
     void (*fn)(void *ctx, unsigned t);
@@ -53,6 +61,10 @@ static void *worker_main(void *arg)
             break;
         }
         seen = w->generation;
+        if (!w->open) {
+            continue; /* missed it: the caller did the work */
+        }
+        w->busy++;
         pthread_mutex_unlock(&w->mu);
         w->fn(w->ctx, me->index);
         pthread_mutex_lock(&w->mu);
@@ -102,12 +114,13 @@ void df_workers_run(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
     pthread_mutex_lock(&w->mu);
     w->fn = fn;
     w->ctx = ctx;
-    w->busy = w->n - 1;
+    w->open = true;
     w->generation++;
     pthread_cond_broadcast(&w->go);
     pthread_mutex_unlock(&w->mu);
     fn(ctx, 0);
     pthread_mutex_lock(&w->mu);
+    w->open = false;
     while (w->busy) {
         pthread_cond_wait(&w->done, &w->mu);
     }

@@ -551,7 +551,10 @@ int qcow2_check(struct df_image *img, enum df_repair repair,
 
     memset(res, 0, sizeof(*res));
     pthread_mutex_lock(&img->lock);
-    ret = qcow2_flush_tables(img, err);
+    ret = repair != DF_REPAIR_NONE ? qcow2_begin_write(img, err) : 0;
+    if (ret == 0) {
+        ret = qcow2_flush_tables(img, err);
+    }
     if (ret == 0) {
         ret = qcow2_refcounts_load(img, err);
     }

@@ -493,6 +493,12 @@ static int check_writable_state(struct df_image *img, struct df_error *err)
     if (qcow2_tables_in_file(img, err) < 0) {
         return -DF_E_CORRUPT;
     }
+    {
+        int ret = qcow2_begin_write(img, err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     if ((s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) &&
         !s->dirty_marked) {
         /* lazy refcounts: the image is dirty until we flush */
@@ -938,6 +944,9 @@ int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
     int ret;
 
     ret = qcow2_tables_in_file(img, err);
+    if (ret == 0) {
+        ret = qcow2_begin_write(img, err);
+    }
     if (ret < 0) {
         return ret;
     }

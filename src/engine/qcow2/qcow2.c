@@ -395,6 +395,41 @@ static void qcow2_close(struct df_image *img)
     qcow2_free_state(img);
 }
 
+/*
+ * The one place every change to an image passes before it touches the
+ * file: data and zero writes, compressed writes, resize, rebase (also -u),
+ * commit into a base and out of an overlay, and repair.  The first time,
+ * it clears the autoclear feature bits.  The spec asks a writer that does
+ * not know an autoclear bit to clear it before writing, and we implement
+ * none: bit 0 says the persistent dirty bitmaps are consistent with the
+ * data, which stops being true as soon as we write without updating them;
+ * bit 1 belongs to external data files, which are refused at open.  With
+ * the bit clear QEMU no longer trusts the bitmaps (it warns and drops
+ * them; their clusters then show as leaks that 'check -r leaks' frees).
+ */
+int qcow2_begin_write(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret;
+
+    if (s->write_begun) {
+        return 0;
+    }
+    if (!img->writable) {
+        return df_fail(err, DF_E_INVAL, "'%s': image is open read-only",
+                       img->path);
+    }
+    if (s->h.version >= 3 && s->h.autoclear_features) {
+        ret = qcow2_write_header_field64(img, QCOW2_HDR_AUTOCLEAR, 0, err);
+        if (ret < 0) {
+            return ret;
+        }
+        s->h.autoclear_features = 0;
+    }
+    s->write_begun = true;
+    return 0;
+}
+
 int qcow2_write_header_field64(struct df_image *img, unsigned off, uint64_t v,
                                struct df_error *err)
 {
@@ -723,7 +758,10 @@ int qcow2_set_backing(struct df_image *img, const char *name,
         goto out;
     }
     pthread_mutex_lock(&img->lock);
-    ret = df_io_pread(img->fd, old, cs, 0, img->path, err);
+    ret = qcow2_begin_write(img, err);
+    if (ret == 0) {
+        ret = df_io_pread(img->fd, old, cs, 0, img->path, err);
+    }
     pthread_mutex_unlock(&img->lock);
     if (ret < 0) {
         goto out;

@@ -53,6 +53,7 @@
 #define QCOW2_HDR_RT_OFFSET 48
 #define QCOW2_HDR_RT_CLUSTERS 56
 #define QCOW2_HDR_INCOMPAT 72
+#define QCOW2_HDR_AUTOCLEAR 88
 
 /* The decoded header (host byte order). */
 struct qcow2_header {
@@ -129,6 +130,7 @@ struct qcow2_state {
     char backing_name[QCOW2_MAX_BACKING_NAME + 1];
     char backing_format[32];
     bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
+    bool write_begun;  /* qcow2_begin_write() ran: autoclear bits cleared */
     bool corrupt;      /* an inconsistency was met; writes refused */
 
     /* where the L2 tables and refcount blocks are (qcow2-overlap.c):
@@ -200,6 +202,8 @@ int qcow2_header_decode(const unsigned char *buf, size_t len,
 size_t qcow2_header_encode(const struct qcow2_header *h, unsigned char *buf);
 int qcow2_validate_header(const struct qcow2_header *h, uint64_t file_size,
                           const char *path, struct df_error *err);
+/* Every change to the image goes through here first (lock held). */
+int qcow2_begin_write(struct df_image *img, struct df_error *err);
 int qcow2_write_header_field64(struct df_image *img, unsigned off,
                                uint64_t v, struct df_error *err);
 int qcow2_write_header_field32(struct df_image *img, unsigned off,

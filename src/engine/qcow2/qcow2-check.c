@@ -326,8 +326,14 @@ static void check_reftable(struct check *c)
     }
 }
 
-/* Compare the counted references with the refcounts; fix as allowed. */
-static int compare_refcounts(struct check *c, struct df_error *err)
+/*
+ * Compare the counted references with the refcounts; fix as @fix allows.
+ * Like qemu-img, a repair first runs this with DF_REPAIR_NONE, which
+ * prints each finding ("Leaked cluster ...", "ERROR cluster ..."), then
+ * again to fix them ("Repairing cluster ...").
+ */
+static int compare_refcounts(struct check *c, enum df_repair fix,
+                             struct df_error *err)
 {
     uint64_t highest = 0;
     bool any = false;
@@ -352,8 +358,8 @@ static int compare_refcounts(struct check *c, struct df_error *err)
         if (rc == 0) {
             c->need_rebuild = true;
         }
-        if (rc && ((rc > ref && c->repair != DF_REPAIR_NONE) ||
-                   (rc < ref && c->repair == DF_REPAIR_ALL))) {
+        if (rc && ((rc > ref && fix != DF_REPAIR_NONE) ||
+                   (rc < ref && fix == DF_REPAIR_ALL))) {
             say(c, "Repairing cluster %llu refcount=%llu reference=%llu",
                 (unsigned long long)i, (unsigned long long)rc,
                 (unsigned long long)ref);
@@ -459,6 +465,7 @@ static int check_copied(struct check *c, struct df_error *err)
 static int check_pass(struct check *c, struct df_error *err)
 {
     struct qcow2_state *s = c->s;
+    struct df_check_result pre;
     int ret;
 
     c->nb = DF_DIV_ROUND_UP(s->file_size, s->cluster_size);
@@ -480,21 +487,30 @@ static int check_pass(struct check *c, struct df_error *err)
         return ret;
     }
     check_reftable(c);
+    pre = *c->res;
+    ret = compare_refcounts(c, DF_REPAIR_NONE, err);
+    if (ret < 0) {
+        return ret;
+    }
     if (c->repair == DF_REPAIR_ALL) {
-        if (c->need_rebuild) {
-            /* the overlap is not a corruption left after the rebuild */
-            c->res->corruptions = 0;
-        }
         /* decide on a rebuild before fixing single refcounts */
-        for (uint64_t i = 0; i < c->nb; i++) {
+        for (uint64_t i = 0; i < c->nb && !c->need_rebuild; i++) {
             uint64_t rc;
             if (c->refs[i] &&
                 (qcow2_get_refcount(c->img, i, &rc, NULL) < 0 || rc == 0)) {
                 c->need_rebuild = true;
-                break;
             }
         }
         if (c->need_rebuild) {
+            bool *old = calloc(DF_MAX(c->nb, 1), sizeof(*old));
+            if (!old) {
+                return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                               c->img->path);
+            }
+            /* what the findings counted is fixed by the rebuild, and a
+             * refcount block overlap is not a corruption left after it */
+            *c->res = pre;
+            c->res->corruptions = 0;
             say(c, "Rebuilding refcount structure");
             for (uint64_t i = 0; i < c->nb; i++) {
                 uint64_t rc = 0;
@@ -511,15 +527,26 @@ static int check_pass(struct check *c, struct df_error *err)
                 if (s->rt[i] && !(s->rt[i] & (s->cluster_size - 1)) &&
                     k < c->nb && c->refs[k]) {
                     c->refs[k]--;
+                    old[k] = true;
                 }
             }
             for (uint64_t k = 0; k < s->rt_size * 8 / s->cluster_size; k++) {
                 uint64_t idx = (s->rt_offset >> s->cluster_bits) + k;
                 if (idx < c->nb && c->refs[idx]) {
                     c->refs[idx]--;
+                    old[idx] = true;
                 }
             }
             ret = qcow2_rebuild_refcounts(c->img, c->refs, c->nb, err);
+            /* the old structures' clusters are free now, as qemu-img
+             * reports them once its rebuilt refcounts let it free them */
+            for (uint64_t k = 0; ret == 0 && k < c->nb; k++) {
+                if (old[k] && !c->refs[k]) {
+                    say(c, "Repairing cluster %llu refcount=1 reference=0",
+                        (unsigned long long)k);
+                }
+            }
+            free(old);
             if (ret < 0) {
                 return ret;
             }
@@ -527,13 +554,17 @@ static int check_pass(struct check *c, struct df_error *err)
             return check_copied(c, err);
         }
     }
-    ret = compare_refcounts(c, err);
-    if (ret == 0 && c->need_rebuild && c->repair != DF_REPAIR_NONE) {
+    if (c->need_rebuild && c->repair != DF_REPAIR_NONE) {
         say(c, "ERROR need to rebuild refcount structures");
         c->res->check_errors++;
         return df_fail(err, DF_E_CORRUPT, "'%s': the refcount structures "
                        "must be rebuilt: use repair mode 'all'",
                        c->img->path);
+    }
+    if (c->repair != DF_REPAIR_NONE && (c->res->leaks || c->res->corruptions)) {
+        /* the findings were printed: now fix what the mode allows */
+        *c->res = pre;
+        ret = compare_refcounts(c, c->repair, err);
     }
     if (ret == 0) {
         ret = check_copied(c, err);

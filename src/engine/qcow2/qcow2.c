@@ -153,8 +153,9 @@ int qcow2_validate_header(const struct qcow2_header *h, uint64_t file_size,
                        "large", path, (unsigned long long)h->size);
     }
     if ((uint64_t)h->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
-        return df_fail(err, DF_E_CORRUPT, "'%s': active L1 table too large "
-                       "(%u entries)", path, h->l1_size);
+        return df_fail(err, DF_E_CORRUPT, "'%s': Active L1 table too large "
+                       "(%u entries, at most %u)", path, h->l1_size,
+                       QCOW2_MAX_L1_BYTES / 8);
     }
     if (h->l1_size < qcow2_l1_entries_for(h->size, h->cluster_bits)) {
         return df_fail(err, DF_E_CORRUPT, "'%s': L1 table is too small for "

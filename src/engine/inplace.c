@@ -75,12 +75,17 @@ int df_resize(const char *path, enum df_format fmt, uint64_t size,
         return df_fail(err, DF_E_INVAL, "'%s': invalid new size %llu", path,
                        (unsigned long long)size);
     }
-    img = df_image_open(path, fmt, DF_OPEN_RDWR | DF_OPEN_NO_BACKING, err);
+    /* the backing chain is opened: growing over a longer backing file
+     * must hide it, and the old last cluster may be copied up from it */
+    img = df_image_open(path, fmt, DF_OPEN_RDWR, err);
     if (!img) {
         return -err->code;
     }
     if (df_image_format(img) == DF_FMT_RAW) {
         ret = resize_raw(img, size, prealloc, shrink, err);
+    } else if (size < df_image_size(img) && !shrink) {
+        ret = df_fail(err, DF_E_INVAL, "'%s': use the --shrink option to "
+                      "perform a shrink operation", path);
     } else {
         ret = qcow2_resize(img, size, prealloc, err);
     }

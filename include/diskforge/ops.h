@@ -135,6 +135,19 @@ DF_API int df_commit(const char *path, enum df_format fmt,
                      struct df_error *err);
 
 /**
+ * df_commit_to() - df_commit() with qemu-img commit's -b and -d.  @base
+ * (NULL: the immediate backing file) names an image further down the
+ * overlay's backing chain, as recorded in the image above it or as any
+ * path of the same file: everything the layers above it hold goes into
+ * it, and the overlay is left as it is (-b implies -d; the images in
+ * between no longer show what they did).  @keep: do not empty the
+ * overlay after committing (-d).
+ */
+DF_API int df_commit_to(const char *path, enum df_format fmt,
+                        const char *base, bool keep, df_progress_fn progress,
+                        void *opaque, struct df_error *err);
+
+/**
  * df_rebase() - make @backing (NULL: none) the backing file of the qcow2
  * image at @path.  Unless @unsafe, first copy into the image every range
  * where the old and the new backing chains differ, so that the guest

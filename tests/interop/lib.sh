@@ -455,7 +455,7 @@ expect_pattern() {
     done
     T_CHECKS=$((T_CHECKS + 1))
     qemu-io -r -f "$fmt" "${args[@]}" "$img" >"$Q_OUT" 2>&1 || rc=$?
-    if ((rc != 0)) || [[ -s $Q_OUT ]]; then
+    if ((rc != 0)) || grep -qi 'failed' "$Q_OUT"; then
         bad "$what: qemu-io pattern reads of $(basename "$img") (exit $rc)"
         show "$Q_OUT"
     fi

@@ -1427,21 +1427,45 @@ static int write_zero_bytes(struct df_image *img, uint64_t off, uint64_t end,
     return ret;
 }
 
+/* Do the bytes of guest [off, end), past the old end, hold anything but
+ * zeros (left there by a shrink)? */
+static int tail_is_stale(struct df_image *img, uint64_t off, uint64_t end,
+                         bool *stale, struct df_error *err)
+{
+    unsigned char *buf = malloc(end - off);
+    int ret;
+
+    if (!buf) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    ret = read_range(img, buf, end - off, off, true, err);
+    *stale = ret == 0 && !df_is_zero(buf, end - off);
+    free(buf);
+    return ret;
+}
+
 /*
- * falloc/full growth: like QEMU, map the old last cluster (when the old
- * size ends inside one) and every new one to a fresh, zeroed data area,
- * carrying over what the guest saw before the old end.
+ * Preallocation for growth, as QEMU places it: from the old last cluster
+ * when the old size ends inside one that gets a new host cluster (always
+ * for falloc/full, which map it and the new clusters to a fresh zeroed
+ * area; for metadata when it is not allocated here yet), else from the
+ * first new cluster.  What the guest saw before the old end is copied
+ * into the new host cluster; the rest of it stays as preallocated.
  */
-static int grow_prealloc_data(struct df_image *img, uint64_t old,
-                              enum df_prealloc mode, struct df_error *err)
+static int grow_prealloc(struct df_image *img, uint64_t old,
+                         enum df_prealloc mode, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t head = qcow2_offset_into_cluster(s, old), start = old - head;
+    bool redo = head != 0;
     unsigned char *buf = NULL;
     struct run r;
     int ret = 0;
 
-    if (head) {
+    if (redo && mode == DF_PREALLOC_METADATA) {
+        ret = cluster_needs_alloc(img, old, &redo, err);
+    }
+    if (ret == 0 && redo) {
         buf = malloc(head);
         if (!buf) {
             return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
@@ -1449,9 +1473,10 @@ static int grow_prealloc_data(struct df_image *img, uint64_t old,
         ret = read_range(img, buf, head, start, true, err);
     }
     if (ret == 0) {
-        ret = qcow2_preallocate(img, mode, start >> s->cluster_bits, err);
+        uint64_t first = redo ? start : DF_ROUND_UP(old, s->cluster_size);
+        ret = qcow2_preallocate(img, mode, first >> s->cluster_bits, err);
     }
-    if (ret == 0 && head) {
+    if (ret == 0 && redo) {
         ret = map_run(img, start, 1, &r, err);
         if (ret == 0) {
             ret = df_io_pwrite(img->fd, buf, head, r.host, img->path, err);
@@ -1464,15 +1489,14 @@ static int grow_prealloc_data(struct df_image *img, uint64_t old,
 /*
  * Grow to @size with qemu-img 7.2's results: what the guest saw stays, and
  * the new area reads as zeros even over a longer backing file.
- *   - metadata preallocates from the old last cluster (copying in what
- *     the guest saw there when it was not allocated); falloc/full map the
- *     old last cluster and the new ones to a fresh zeroed area;
+ *   - preallocation as grow_prealloc() says;
  *   - when the backing file is longer than the old size, the whole new
  *     clusters get the zero flag (v3) and the rest of the old last cluster
  *     is written with zeros; falloc/full need neither (fresh zeros);
- *   - without one, the rest of an old last cluster that holds data is
- *     zeroed anyway, so that bytes a shrink left beyond the old end do not
- *     come back (QEMU shows them again: a deliberate difference).
+ *   - without one, the rest of an old last cluster that holds anything
+ *     but zeros is zeroed anyway, so that bytes a shrink left beyond the
+ *     old end do not come back (QEMU shows them again: a deliberate
+ *     difference).
  */
 static int grow_locked(struct df_image *img, uint64_t size,
                        enum df_prealloc mode, struct df_error *err)
@@ -1483,7 +1507,6 @@ static int grow_locked(struct df_image *img, uint64_t size,
     uint64_t head_end = DF_MIN(zero_start, size);
     bool fresh = mode == DF_PREALLOC_FALLOC || mode == DF_PREALLOC_FULL;
     bool hide = img->backing && img->backing->size > old && !fresh;
-    bool need = false;
     struct run r;
     int ret;
 
@@ -1501,19 +1524,8 @@ static int grow_locked(struct df_image *img, uint64_t size,
     }
     img->size = size;
     s->h.size = size;
-    if (fresh) {
-        ret = grow_prealloc_data(img, old, mode, err);
-    } else if (mode == DF_PREALLOC_METADATA) {
-        uint64_t first = zero_start >> s->cluster_bits;
-        if (old < zero_start) {
-            ret = cluster_needs_alloc(img, old, &need, err);
-            if (ret == 0 && need) {
-                ret = write_zero_bytes(img, old, head_end, err);
-            }
-        }
-        if (ret == 0) {
-            ret = qcow2_preallocate(img, mode, first, err);
-        }
+    if (mode != DF_PREALLOC_OFF) {
+        ret = grow_prealloc(img, old, mode, err);
     }
     if (ret == 0 && hide && size > zero_start) {
         ret = zero_locked(img, zero_start, size - zero_start,
@@ -1521,9 +1533,13 @@ static int grow_locked(struct df_image *img, uint64_t size,
     }
     if (ret == 0 && old < zero_start && !fresh) {
         /* the rest of the old last cluster */
+        bool stale = false;
         ret = map_run(img, old, 1, &r, err);
-        if (ret == 0 && (hide || r.type == QCOW2_CLUSTER_NORMAL ||
-                         r.type == QCOW2_CLUSTER_COMPRESSED)) {
+        if (ret == 0 && !hide && (r.type == QCOW2_CLUSTER_NORMAL ||
+                                  r.type == QCOW2_CLUSTER_COMPRESSED)) {
+            ret = tail_is_stale(img, old, head_end, &stale, err);
+        }
+        if (ret == 0 && (hide || stale)) {
             ret = write_zero_bytes(img, old, head_end, err);
         }
     }

@@ -103,7 +103,7 @@ cp a.qcow2 a2.qcow2
 for op in "info a.qcow2" "check a.qcow2" "map a.qcow2" "digest a.qcow2" \
           "compare a.qcow2 a2.qcow2"; do
     # shellcheck disable=SC2086
-    df_ok $op
+    df_ok $op || :
 done
 expect_eq "autoclear field after reading" \
     "$(qcow2_get a.qcow2 autoclear_features)" "$(printf '0x%x' $BITS)"
@@ -112,7 +112,7 @@ expect_eq "autoclear field after reading" \
 set_case "commit into a base with a dirty bitmap"
 rm -f base.qcow2 top.qcow2
 qemu-img create -q -f qcow2 base.qcow2 64M
-q_ok qemu-img bitmap --add base.qcow2 b0
+q_ok qemu-img bitmap --add base.qcow2 b0 || :
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
 qemu-io -c 'write -q 1M 1M' top.qcow2
 expect_eq "qemu-img set the bitmaps bit" \
@@ -120,7 +120,7 @@ expect_eq "qemu-img set the bitmaps bit" \
 if df_ok commit top.qcow2; then
     expect_eq "bitmaps bit cleared in the base" \
         "$(qcow2_get base.qcow2 autoclear_features)" 0x0
-    q_ok qemu-img info --output=json base.qcow2
+    q_ok qemu-img info --output=json base.qcow2 || :
     expect_true "QEMU no longer lists the stale bitmap" \
         bash -c "! grep -q '\"name\": \"b0\"' '$Q_OUT'"
     expect_true "QEMU says the bitmaps are inconsistent" \

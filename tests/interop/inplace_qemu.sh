@@ -197,7 +197,7 @@ for args in "-b q-base.qcow2" "-b q-mid.qcow2" "-d" ""; do
     q_ok qemu-img commit -q $args q-top.qcow2 || continue
     df_ok commit -q ${args//q-/d-} d-top.qcow2 || continue
     for l in base mid top; do
-        q_ok qemu-img compare d-$l.qcow2 q-$l.qcow2
+        q_ok qemu-img compare d-$l.qcow2 q-$l.qcow2 || :
         expect_same_map "$l allocation" d-$l.qcow2 q-$l.qcow2 qcow2
         qcheck d-$l.qcow2
     done

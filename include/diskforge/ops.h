@@ -120,7 +120,9 @@ DF_API int df_check(const char *path, enum df_format fmt,
 /**
  * df_resize() - set the virtual size of the image at @path to @size.
  * Growing a qcow2 extends its L1 table; @prealloc applies to the new
- * part only.  Shrinking needs @shrink and works on raw images only.
+ * part, and the new area reads as zeros even over a longer backing file
+ * (qemu-img resize's results).  Shrinking needs @shrink (raw and qcow2;
+ * qcow2 drops the clusters past the new end and cuts the file).
  */
 DF_API int df_resize(const char *path, enum df_format fmt, uint64_t size,
                      enum df_prealloc prealloc, bool shrink,

@@ -576,12 +576,23 @@ int qcow2_check(struct df_image *img, enum df_repair repair,
                 struct df_check_result *res, df_message_fn msg, void *opaque,
                 struct df_error *err)
 {
+    int ret;
+
+    pthread_mutex_lock(&img->lock);
+    ret = qcow2_check_locked(img, repair, res, msg, opaque, err);
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+int qcow2_check_locked(struct df_image *img, enum df_repair repair,
+                       struct df_check_result *res, df_message_fn msg,
+                       void *opaque, struct df_error *err)
+{
     struct check c = { .img = img, .s = qcow2_state(img), .repair = repair,
                        .res = res, .msg = msg, .opaque = opaque };
     int ret;
 
     memset(res, 0, sizeof(*res));
-    pthread_mutex_lock(&img->lock);
     ret = repair != DF_REPAIR_NONE ? qcow2_begin_write(img, err) : 0;
     if (ret == 0) {
         ret = qcow2_flush_tables(img, err);
@@ -619,7 +630,6 @@ int qcow2_check(struct df_image *img, enum df_repair repair,
             res->repaired = true;
         }
     }
-    pthread_mutex_unlock(&img->lock);
     free(c.refs);
     return ret;
 }

@@ -228,6 +228,9 @@ static int read_extensions(struct df_image *img, const unsigned char *c0,
             memcpy(s->backing_format, c0 + off, len);
             s->backing_format[len] = '\0';
         }
+        if (type == QCOW2_EXT_BITMAPS) {
+            s->has_bitmaps = true;
+        }
         /* other extensions are not needed to read or write data */
         off += DF_ROUND_UP((uint64_t)len, 8);
     }
@@ -408,6 +411,8 @@ static void qcow2_close(struct df_image *img)
  * the bit clear QEMU no longer trusts the bitmaps (it warns and drops
  * them; their clusters then show as leaks that 'check -r leaks' frees).
  */
+static int drop_bitmaps(struct df_image *img, struct df_error *err);
+
 int qcow2_begin_write(struct df_image *img, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -420,15 +425,25 @@ int qcow2_begin_write(struct df_image *img, struct df_error *err)
         return df_fail(err, DF_E_INVAL, "'%s': image is open read-only",
                        img->path);
     }
-    if (s->h.version >= 3 && s->h.autoclear_features) {
-        ret = qcow2_write_header_field64(img, QCOW2_HDR_AUTOCLEAR, 0, err);
-        if (ret < 0) {
-            return ret;
-        }
-        s->h.autoclear_features = 0;
+    if (s->h.version < 3 || !s->h.autoclear_features) {
+        s->write_begun = true;
+        return 0;
     }
+    /* set first: dropping the bitmaps writes too */
     s->write_begun = true;
-    return 0;
+    ret = qcow2_write_header_field64(img, QCOW2_HDR_AUTOCLEAR, 0, err);
+    if (ret == 0) {
+        bool bitmaps = (s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) &&
+                       s->has_bitmaps;
+        s->h.autoclear_features = 0;
+        if (bitmaps) {
+            ret = drop_bitmaps(img, err);
+        }
+    }
+    if (ret < 0) {
+        s->write_begun = false;
+    }
+    return ret;
 }
 
 int qcow2_write_header_field64(struct df_image *img, unsigned off, uint64_t v,
@@ -734,18 +749,21 @@ const struct df_driver df_qcow2_driver = {
 };
 
 /*
- * Rewrite the header cluster with a new backing file name and format.
- * The header fields and every other extension are kept as they are.
+ * Rewrite the header cluster with the backing file name @name (NULL or ""
+ * for none) and format @fmt (NULL: none recorded), leaving out the header
+ * extension @drop (0: none).  The header fields and every other extension
+ * are kept as they are.  Called with the lock held.
  */
-int qcow2_set_backing(struct df_image *img, const char *name,
-                      enum df_format fmt, struct df_error *err)
+static int rewrite_header(struct df_image *img, const char *name,
+                          const char *fmt, uint32_t drop,
+                          struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t cs = s->cluster_size, hl = s->h.header_length;
     uint64_t end = s->h.backing_file_offset ? s->h.backing_file_offset : cs;
     size_t nlen = name ? strlen(name) : 0;
     unsigned char *old = calloc(1, cs), *buf = calloc(1, cs);
-    uint64_t in, out;
+    uint64_t in, out, tail;
     int ret;
 
     if (!old || !buf) {
@@ -758,21 +776,15 @@ int qcow2_set_backing(struct df_image *img, const char *name,
                       "%d bytes", img->path, QCOW2_MAX_BACKING_NAME);
         goto out;
     }
-    pthread_mutex_lock(&img->lock);
-    ret = qcow2_begin_write(img, err);
-    if (ret == 0) {
-        ret = df_io_pread(img->fd, old, cs, 0, img->path, err);
-    }
-    pthread_mutex_unlock(&img->lock);
+    ret = df_io_pread(img->fd, old, cs, 0, img->path, err);
     if (ret < 0) {
         goto out;
     }
     memcpy(buf, old, hl);
     out = hl;
-    if (nlen && fmt != DF_FMT_AUTO) {
-        const char *f = df_format_name(fmt);
-        out += put_ext(buf + out, QCOW2_EXT_BACKING_FORMAT, f,
-                       (uint32_t)strlen(f));
+    if (nlen && fmt) {
+        out += put_ext(buf + out, QCOW2_EXT_BACKING_FORMAT, fmt,
+                       (uint32_t)strlen(fmt));
     }
     for (in = hl; in + 8 <= end;) {
         uint32_t type = df_be32(old + in), len = df_be32(old + in + 4);
@@ -780,7 +792,7 @@ int qcow2_set_backing(struct df_image *img, const char *name,
         if (type == QCOW2_EXT_END || len > end - in - 8) {
             break;
         }
-        if (type != QCOW2_EXT_BACKING_FORMAT) {
+        if (type != QCOW2_EXT_BACKING_FORMAT && type != drop) {
             if (out + step + 8 + nlen > cs) {
                 ret = df_fail(err, DF_E_NOSPC, "'%s': the header extensions "
                               "do not fit in the header cluster", img->path);
@@ -800,12 +812,10 @@ int qcow2_set_backing(struct df_image *img, const char *name,
     memcpy(buf + out, name ? name : "", nlen);
     df_put_be64(buf + 8, nlen ? out : 0);
     df_put_be32(buf + 16, (uint32_t)nlen);
-    pthread_mutex_lock(&img->lock);
-    ret = df_io_pwrite(img->fd, buf, DF_MAX(out + nlen, hl + 8), 0, img->path,
-                       err);
+    tail = DF_MAX(out + nlen, hl + 8);
+    ret = df_io_pwrite(img->fd, buf, tail, 0, img->path, err);
     if (ret == 0) {
         /* clear what the old, longer header may have left behind */
-        uint64_t tail = DF_MAX(out + nlen, hl + 8);
         ret = df_io_pwrite(img->fd, buf + tail, cs - tail, tail, img->path,
                            err);
     }
@@ -813,14 +823,56 @@ int qcow2_set_backing(struct df_image *img, const char *name,
         img->backed = nlen != 0;
         s->h.backing_file_offset = nlen ? out : 0;
         s->h.backing_file_size = (uint32_t)nlen;
-        memcpy(s->backing_name, name ? name : "", nlen);
+        memmove(s->backing_name, name ? name : "", nlen);
         s->backing_name[nlen] = '\0';
-        snprintf(s->backing_format, sizeof(s->backing_format), "%s",
-                 nlen && fmt != DF_FMT_AUTO ? df_format_name(fmt) : "");
+        memmove(s->backing_format, nlen && fmt ? fmt : "",
+                nlen && fmt ? strlen(fmt) + 1 : 1);
     }
-    pthread_mutex_unlock(&img->lock);
 out:
     free(old);
     free(buf);
+    return ret;
+}
+
+/*
+ * Drop the persistent dirty bitmaps whose autoclear bit was just cleared:
+ * take their header extension out and free their clusters, which nothing
+ * refers to any more, with the leak repair of 'check -r leaks' (which QEMU
+ * asks for in this case), so that the image checks clean.
+ */
+static int drop_bitmaps(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct df_check_result res;
+    char fmt[sizeof(s->backing_format)];
+    int ret;
+
+    memcpy(fmt, s->backing_format, sizeof(fmt));
+    ret = rewrite_header(img, s->backing_name, fmt[0] ? fmt : NULL,
+                         QCOW2_EXT_BITMAPS, err);
+    if (ret == 0) {
+        s->has_bitmaps = false;
+        ret = qcow2_check_locked(img, DF_REPAIR_LEAKS, &res, NULL, NULL, err);
+    }
+    if (ret < 0) {
+        df_error_prefix(err, "'%s': dropping its persistent bitmaps: ",
+                        img->path);
+    }
+    return ret;
+}
+
+int qcow2_set_backing(struct df_image *img, const char *name,
+                      enum df_format fmt, struct df_error *err)
+{
+    int ret;
+
+    pthread_mutex_lock(&img->lock);
+    ret = qcow2_begin_write(img, err);
+    if (ret == 0) {
+        ret = rewrite_header(img, name && *name ? name : NULL,
+                             fmt != DF_FMT_AUTO ? df_format_name(fmt) : NULL,
+                             0, err);
+    }
+    pthread_mutex_unlock(&img->lock);
     return ret;
 }

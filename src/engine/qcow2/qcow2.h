@@ -38,6 +38,7 @@
 #define QCOW2_INCOMPAT_EXTL2 (1ULL << 4)
 #define QCOW2_INCOMPAT_KNOWN 0x1fULL
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS (1ULL << 0)
 
 /* header extension types */
 #define QCOW2_EXT_END 0x00000000u
@@ -131,6 +132,7 @@ struct qcow2_state {
     char backing_format[32];
     bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
     bool write_begun;  /* qcow2_begin_write() ran: autoclear bits cleared */
+    bool has_bitmaps;  /* the header has a bitmaps extension */
     bool corrupt;      /* an inconsistency was met; writes refused */
 
     /* where the L2 tables and refcount blocks are (qcow2-overlap.c):
@@ -273,6 +275,10 @@ int qcow2_last_used_cluster(struct df_image *img, int64_t *last,
 int qcow2_check(struct df_image *img, enum df_repair repair,
                 struct df_check_result *res, df_message_fn msg, void *opaque,
                 struct df_error *err);
+/* The same with img->lock held. */
+int qcow2_check_locked(struct df_image *img, enum df_repair repair,
+                       struct df_check_result *res, df_message_fn msg,
+                       void *opaque, struct df_error *err);
 
 /* qcow2-compress.c */
 int qcow2_decompress(int type, const void *src, size_t slen, void *dst,

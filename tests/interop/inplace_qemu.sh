@@ -168,6 +168,25 @@ for to in 100k 64k 513k 1M; do
             "0 $n $((2048 * K - n))"
     qcheck d.qcow2
 done
+# data far out, in clusters counted by a second refcount block (4 KiB
+# clusters: one block counts 8 MiB of file): that block goes too, and the
+# file is as short as qemu-img's
+set_case "shrink 64M -> 2M past a second refcount block"
+for t in q d; do
+    rm -f $t.qcow2
+    qemu-img create -q -f qcow2 -o cluster_size=4k $t.qcow2 64M
+    qemu-io -c 'write -q -P 5 0 1M' -c 'write -q -P 6 20M 20M' $t.qcow2
+done
+if q_ok qemu-img resize -q --shrink q.qcow2 2M &&
+   df_ok resize -q --shrink d.qcow2 2M; then
+    qcheck d.qcow2
+    expect_eq "file length (qemu-img's)" "$(len_of d.qcow2)" "$(len_of q.qcow2)"
+    expect_pattern "content" d.qcow2 qcow2 "5 0 1M" "0 1M 1M"
+    df_ok resize -q d.qcow2 64M &&
+        expect_pattern "grown again" d.qcow2 qcow2 "5 0 1M" "0 1M 63M"
+    qemu-io -c 'write -q -P 7 30M 5M' d.qcow2
+    qcheck d.qcow2
+fi
 set_case "shrink refusals"
 qemu-img create -q -f qcow2 s.qcow2 1M
 run_df resize s.qcow2 512k

@@ -1370,7 +1370,8 @@ static int discard_range(struct df_image *img, uint64_t off, uint64_t end,
 /*
  * Shrink to @size, as qemu-img resize --shrink does: the clusters past the
  * new end are discarded, the L2 tables that map nothing but them are
- * freed, and the file is cut after its last cluster in use.
+ * freed, so are the refcount blocks left counting nothing but themselves,
+ * and the file is cut after its last cluster in use.
  */
 static int shrink_locked(struct df_image *img, uint64_t size,
                          struct df_error *err)
@@ -1384,6 +1385,12 @@ static int shrink_locked(struct df_image *img, uint64_t size,
         if (s->l1[i] & QCOW2_OFFSET_MASK) {
             ret = drop_l2_table(img, i, err);
         }
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_tables(img, err);
+    }
+    if (ret == 0) {
+        ret = qcow2_drop_unused_refblocks(img, err);
     }
     if (ret == 0) {
         ret = qcow2_write_header_field64(img, 24, size, err);

@@ -268,6 +268,7 @@ uint64_t qcow2_rb_get(const unsigned char *rb, uint64_t idx,
                       uint32_t refcount_bits);
 void qcow2_rb_set(unsigned char *rb, uint64_t idx, uint32_t refcount_bits,
                   uint64_t v);
+int qcow2_drop_unused_refblocks(struct df_image *img, struct df_error *err);
 int qcow2_last_used_cluster(struct df_image *img, int64_t *last,
                             struct df_error *err);
 

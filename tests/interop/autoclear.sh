@@ -9,7 +9,7 @@
 #    leaves the header's autoclear field (offset 88, 8 bytes) at 0, and
 #    `qemu-img check` clean;
 #  - operations that only read (info, check, map, digest, compare) leave
-#    it alone;
+#    it alone, and so does a repair that finds nothing to repair;
 #  - with a real persistent bitmap (qemu-img bitmap --add) the same
 #    operations drop it whole: the bit is cleared, the extension goes, its
 #    clusters are freed, so `qemu-img check` is clean and QEMU does not
@@ -80,6 +80,9 @@ for KIND in bits bitmap; do
     for r in leaks all; do
         set_case "$KIND: check -r $r"
         fresh a.qcow2
+        # a leaked cluster for the repair to fix (cluster 200, in the file)
+        poke a.qcow2 $((0x20000 + 2 * 200)) 2 1
+        truncate -s 16M a.qcow2
         df_ok check -r $r a.qcow2 && expect_cleared "check -r $r" a.qcow2
     done
 
@@ -123,6 +126,14 @@ for op in "info a.qcow2" "check a.qcow2" "map a.qcow2" "digest a.qcow2" \
 done
 expect_eq "autoclear field after reading" \
     "$(qcow2_get a.qcow2 autoclear_features)" "$(printf '0x%x' $BITS)"
+# a repair that finds nothing to repair writes nothing
+KIND=bitmap
+fresh a.qcow2
+df_ok check -r all a.qcow2 || :
+expect_eq "autoclear field after repairing a clean image" \
+    "$(qcow2_get a.qcow2 autoclear_features)" 0x1
+q_ok qemu-img info --output=json a.qcow2 || :
+expect_true "its bitmap is still there" grep -q '"name": "b0"' "$Q_OUT"
 
 # the reproduction: a persistent dirty bitmap in the base
 set_case "commit into a base with a dirty bitmap"

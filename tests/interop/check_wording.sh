@@ -9,6 +9,8 @@
 #    refcounts too high on data clusters and refcounts of 0 on clusters in
 #    use (which need a rebuild);
 #  - the image is clean for qemu-img check after a repair that succeeded;
+#  - an image with persistent bitmaps gets qemu-img's report (the bitmap
+#    clusters are counted, not leaks);
 #  - a backing loop, an L1 table that is too large and a missing backing
 #    file are reported with qemu's phrases ("Backing file 'X' creates an
 #    infinite loop.", "Active L1 table too large", "Could not open backing
@@ -64,6 +66,19 @@ for dmg in "10=1 11=2" "5=2 12=1" "6=0" "5=0 6=2"; do
         fi
     done
 done
+
+set_case "image with persistent bitmaps"
+# the bitmaps' directory, tables and data clusters are counted, as
+# qemu-img counts them: no leaks
+qemu-img create -q -f qcow2 bm.qcow2 64M
+qemu-img bitmap --add bm.qcow2 b0
+qemu-img bitmap --add -g 4096 bm.qcow2 b1
+qemu-io -c 'write -q 0 3M' -c 'write -q 40M 1M' bm.qcow2
+qrc=0
+qemu-img check bm.qcow2 >q.out 2>&1 || qrc=$?
+run_df check bm.qcow2
+expect_eq "exit code (qemu-img's)" "$DF_RC" "$qrc" "$DF_ERR"
+expect_eq "report (qemu-img's)" "$(cat "$DF_OUT")" "$(cat q.out)"
 
 set_case "backing loop"
 qemu-img create -q -f qcow2 a.qcow2 1M

@@ -228,8 +228,11 @@ static int read_extensions(struct df_image *img, const unsigned char *c0,
             memcpy(s->backing_format, c0 + off, len);
             s->backing_format[len] = '\0';
         }
-        if (type == QCOW2_EXT_BITMAPS) {
+        if (type == QCOW2_EXT_BITMAPS && len >= 24) {
             s->has_bitmaps = true;
+            s->bm_count = df_be32(c0 + off);
+            s->bm_dir_size = df_be64(c0 + off + 8);
+            s->bm_dir_offset = df_be64(c0 + off + 16);
         }
         /* other extensions are not needed to read or write data */
         off += DF_ROUND_UP((uint64_t)len, 8);
@@ -411,7 +414,17 @@ static void qcow2_close(struct df_image *img)
  * the bit clear QEMU no longer trusts the bitmaps (it warns and drops
  * them; their clusters then show as leaks that 'check -r leaks' frees).
  */
-static int drop_bitmaps(struct df_image *img, struct df_error *err);
+static int unlink_bitmaps(struct df_image *img, struct df_error *err);
+
+static int clear_autoclear(struct df_image *img, struct df_error *err)
+{
+    int ret = qcow2_write_header_field64(img, QCOW2_HDR_AUTOCLEAR, 0, err);
+
+    if (ret == 0) {
+        qcow2_state(img)->h.autoclear_features = 0;
+    }
+    return ret;
+}
 
 int qcow2_begin_write(struct df_image *img, struct df_error *err)
 {
@@ -431,14 +444,16 @@ int qcow2_begin_write(struct df_image *img, struct df_error *err)
     }
     /* set first: dropping the bitmaps writes too */
     s->write_begun = true;
-    ret = qcow2_write_header_field64(img, QCOW2_HDR_AUTOCLEAR, 0, err);
-    if (ret == 0) {
-        bool bitmaps = (s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) &&
-                       s->has_bitmaps;
-        s->h.autoclear_features = 0;
-        if (bitmaps) {
-            ret = drop_bitmaps(img, err);
+    if ((s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) &&
+        s->has_bitmaps) {
+        /* the bitmaps go whole, and their clusters are freed */
+        ret = qcow2_forget_bitmaps(img, unlink_bitmaps, err);
+        if (ret < 0) {
+            df_error_prefix(err, "'%s': dropping its persistent bitmaps: ",
+                            img->path);
         }
+    } else {
+        ret = clear_autoclear(img, err);
     }
     if (ret < 0) {
         s->write_begun = false;
@@ -834,29 +849,20 @@ out:
     return ret;
 }
 
-/*
- * Drop the persistent dirty bitmaps whose autoclear bit was just cleared:
- * take their header extension out and free their clusters, which nothing
- * refers to any more, with the leak repair of 'check -r leaks' (which QEMU
- * asks for in this case), so that the image checks clean.
- */
-static int drop_bitmaps(struct df_image *img, struct df_error *err)
+/* The header part of dropping the bitmaps: the bit, then the extension. */
+static int unlink_bitmaps(struct df_image *img, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    struct df_check_result res;
     char fmt[sizeof(s->backing_format)];
-    int ret;
+    int ret = clear_autoclear(img, err);
 
     memcpy(fmt, s->backing_format, sizeof(fmt));
-    ret = rewrite_header(img, s->backing_name, fmt[0] ? fmt : NULL,
-                         QCOW2_EXT_BITMAPS, err);
+    if (ret == 0) {
+        ret = rewrite_header(img, s->backing_name, fmt[0] ? fmt : NULL,
+                             QCOW2_EXT_BITMAPS, err);
+    }
     if (ret == 0) {
         s->has_bitmaps = false;
-        ret = qcow2_check_locked(img, DF_REPAIR_LEAKS, &res, NULL, NULL, err);
-    }
-    if (ret < 0) {
-        df_error_prefix(err, "'%s': dropping its persistent bitmaps: ",
-                        img->path);
     }
     return ret;
 }

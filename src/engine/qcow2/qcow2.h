@@ -132,7 +132,10 @@ struct qcow2_state {
     char backing_format[32];
     bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
     bool write_begun;  /* qcow2_begin_write() ran: autoclear bits cleared */
-    bool has_bitmaps;  /* the header has a bitmaps extension */
+    bool has_bitmaps;  /* the header has a bitmaps extension: */
+    uint32_t bm_count;      /* its number of bitmaps, */
+    uint64_t bm_dir_size;   /* and where their directory is */
+    uint64_t bm_dir_offset;
     bool corrupt;      /* an inconsistency was met; writes refused */
 
     /* where the L2 tables and refcount blocks are (qcow2-overlap.c):
@@ -276,6 +279,11 @@ int qcow2_last_used_cluster(struct df_image *img, int64_t *last,
 int qcow2_check(struct df_image *img, enum df_repair repair,
                 struct df_check_result *res, df_message_fn msg, void *opaque,
                 struct df_error *err);
+/* Forget the persistent bitmaps (lock held): @unlink takes them out of
+ * the header, then the refcounts of their clusters drop. */
+int qcow2_forget_bitmaps(struct df_image *img,
+                         int (*unlink)(struct df_image *, struct df_error *),
+                         struct df_error *err);
 /* The same with img->lock held. */
 int qcow2_check_locked(struct df_image *img, enum df_repair repair,
                        struct df_check_result *res, df_message_fn msg,

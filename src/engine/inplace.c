@@ -109,11 +109,18 @@ static int copy_allocated(struct df_image *top, struct df_image *base,
 {
     uint64_t size = df_image_size(top), off = 0;
     unsigned char *buf = malloc(DF_CHUNK);
-    int ret = 0;
+    unsigned zflags = DF_ZERO_MAY_UNMAP;
+    struct df_info info;
+    int ret = df_image_info(base, &info, err);
 
-    if (!buf) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
-                       df_image_path(top));
+    if (ret == 0 && !buf) {
+        ret = df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                      df_image_path(top));
+    }
+    if (info.format == DF_FMT_QCOW2 && info.version >= 3) {
+        /* zero clusters, as QEMU's commit leaves them (v2 keeps the
+         * engine's own zeroing: deallocation where that reads as zeros) */
+        zflags |= DF_ZERO_HIDE_BACKING;
     }
     while (ret == 0 && off < size) {
         struct df_extent ext;
@@ -125,10 +132,7 @@ static int copy_allocated(struct df_image *top, struct df_image *base,
         }
         if (ext.depth < depth && (ext.flags & DF_BLOCK_ZERO) &&
             !(ext.flags & DF_BLOCK_DATA)) {
-            ret = df_image_write_zeroes(base, off, ext.length,
-                                        DF_ZERO_MAY_UNMAP |
-                                            DF_ZERO_HIDE_BACKING,
-                                        err);
+            ret = df_image_write_zeroes(base, off, ext.length, zflags, err);
         } else if (ext.depth < depth && (ext.flags & DF_BLOCK_DATA)) {
             for (uint64_t p = off; ret == 0 && p < off + ext.length;) {
                 size_t n = (size_t)DF_MIN((uint64_t)DF_CHUNK,

@@ -1565,6 +1565,9 @@ int qcow2_resize(struct df_image *img, uint64_t size, enum df_prealloc mode,
     struct qcow2_state *s = qcow2_state(img);
     int ret;
 
+    if (size == img->size) {
+        return 0; /* nothing changes, nothing is written */
+    }
     if (size < img->size && mode != DF_PREALLOC_OFF) {
         return df_fail(err, DF_E_INVAL, "'%s': preallocation can only be "
                        "used for growing images", img->path);

@@ -126,7 +126,9 @@ DF_API int df_check(const char *path, enum df_format fmt,
 /**
  * df_resize() - set the virtual size of the image at @path to @size.
  * Growing a qcow2 extends its L1 table; @prealloc applies to the new
- * part only.  Shrinking needs @shrink and works on raw images only.
+ * part, and the new area reads as zeros even over a longer backing file
+ * (qemu-img resize's results).  Shrinking needs @shrink (raw and qcow2;
+ * qcow2 drops the clusters past the new end and cuts the file).
  */
 DF_API int df_resize(const char *path, enum df_format fmt, uint64_t size,
                      enum df_prealloc prealloc, bool shrink,
@@ -139,6 +141,19 @@ DF_API int df_resize(const char *path, enum df_format fmt, uint64_t size,
 DF_API int df_commit(const char *path, enum df_format fmt,
                      df_progress_fn progress, void *opaque,
                      struct df_error *err);
+
+/**
+ * df_commit_to() - df_commit() with qemu-img commit's -b and -d.  @base
+ * (NULL: the immediate backing file) names an image further down the
+ * overlay's backing chain, as recorded in the image above it or as any
+ * path of the same file: everything the layers above it hold goes into
+ * it, and the overlay is left as it is (-b implies -d; the images in
+ * between no longer show what they did).  @keep: do not empty the
+ * overlay after committing (-d).
+ */
+DF_API int df_commit_to(const char *path, enum df_format fmt,
+                        const char *base, bool keep, df_progress_fn progress,
+                        void *opaque, struct df_error *err);
 
 /**
  * df_rebase() - make @backing (NULL: none) the backing file of the qcow2

@@ -16,14 +16,15 @@ static const char resize_usage[] =
     "IMG [+|-]SIZE\n"
     "\n"
     "Change the virtual size of IMG: an absolute SIZE, or +SIZE/-SIZE\n"
-    "relative to the current one.  qcow2 images only grow; raw images\n"
-    "shrink with --shrink (the data past the new end is lost).\n"
+    "relative to the current one.  Images shrink only with --shrink (the\n"
+    "data past the new end is lost).  Growing an overlay keeps what the\n"
+    "guest saw and makes the new area read as zeros.\n"
     "\n"
     "  -f FMT                format of IMG (raw or qcow2); probed if not "
     "given\n"
     "  --preallocation MODE  off, metadata (qcow2), falloc or full, for the "
     "new part\n"
-    "  --shrink              allow a raw image to get smaller\n"
+    "  --shrink              allow the image to get smaller\n"
     "  -q                    print nothing on success\n"
     "  -h, --help            show this help\n";
 
@@ -113,23 +114,27 @@ int cmd_resize(int argc, char **argv)
 }
 
 /*
- * The options of commit and sparsify: [-q] [-p] [-f FMT] IMG.  Returns
- * CLI_OK with *path set, -1 after --help, or an exit status.
+ * The options of commit and sparsify: [-q] [-p] [-f FMT] IMG, and for
+ * commit (@base not NULL) also [-b BASE] [-d].  Returns CLI_OK with *path
+ * set, -1 after --help, or an exit status.
  */
 static int parse_one_image(int argc, char **argv, const char *cmd,
                            const char *usage, enum df_format *fmt,
                            struct cli_progress *prog, bool *quiet,
-                           const char **path)
+                           const char **base, bool *keep, const char **path)
 {
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
+    const char *optstring = base ? ":f:pqhb:d" : ":f:pqh";
     int c, ret;
 
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, ":f:pqh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
         switch (c) {
+        case 'b': *base = optarg; break;
+        case 'd': *keep = true; break;
         case 'f':
             if (cli_parse_format(cmd, optarg, fmt) < 0) {
                 return CLI_USAGE;
@@ -154,11 +159,15 @@ static int parse_one_image(int argc, char **argv, const char *cmd,
 /* ---- commit ---- */
 
 static const char commit_usage[] =
-    "usage: diskforge commit [-q] [-p] [-f FMT] IMG\n"
+    "usage: diskforge commit [-q] [-p] [-f FMT] [-b BASE] [-d] IMG\n"
     "\n"
     "Write the changes held by the overlay IMG into its backing file, then\n"
     "empty IMG.\n"
     "\n"
+    "  -b BASE      commit into BASE, an image further down IMG's backing\n"
+    "               chain: everything above it goes in; implies -d, and\n"
+    "               the images in between no longer show what they did\n"
+    "  -d           do not empty IMG afterwards\n"
     "  -f FMT       format of IMG (qcow2); probed if not given\n"
     "  -p           show progress\n"
     "  -q           print nothing on success\n"
@@ -169,16 +178,16 @@ int cmd_commit(int argc, char **argv)
     enum df_format fmt = DF_FMT_AUTO;
     struct cli_progress prog = { 0 };
     struct df_error err = { 0 };
-    bool quiet = false;
-    const char *path = NULL;
+    bool quiet = false, keep = false;
+    const char *path = NULL, *base = NULL;
     int ret = parse_one_image(argc, argv, "commit", commit_usage, &fmt, &prog,
-                              &quiet, &path);
+                              &quiet, &base, &keep, &path);
 
     if (ret != CLI_OK) {
         return ret < 0 ? CLI_OK : ret;
     }
     cli_catch_signals();
-    ret = df_commit(path, fmt, cli_progress, &prog, &err);
+    ret = df_commit_to(path, fmt, base, keep, cli_progress, &prog, &err);
     cli_progress_end(&prog);
     if (ret < 0) {
         return cli_fail(&err);
@@ -288,7 +297,7 @@ int cmd_sparsify(int argc, char **argv)
     const char *path = NULL;
     uint64_t freed = 0;
     int ret = parse_one_image(argc, argv, "sparsify", sparsify_usage, &fmt, &prog,
-                              &quiet, &path);
+                              &quiet, NULL, NULL, &path);
 
     if (ret != CLI_OK) {
         return ret < 0 ? CLI_OK : ret;

@@ -532,14 +532,15 @@ static int open_backing_chain(struct df_image *top, struct df_error *err)
         }
         real = realpath(bpath, NULL);
         if (!real) {
-            ret = df_fail_sys(err, "'%s': cannot open backing file '%s'",
-                              cur->path, bpath);
+            /* qemu's wording, after the name of the image */
+            ret = df_fail_sys(err, "'%s': Could not open backing file: "
+                              "Could not open '%s'", cur->path, bpath);
             free(bpath);
             break;
         }
         if (chain_has(seen, nseen, real)) {
-            ret = df_fail(err, DF_E_INVAL, "'%s': backing file '%s' creates a "
-                          "loop", cur->path, info.backing_file);
+            ret = df_fail(err, DF_E_INVAL, "'%s': Backing file '%s' creates "
+                          "an infinite loop.", cur->path, info.backing_file);
             free(real);
             free(bpath);
             break;
@@ -549,7 +550,7 @@ static int open_backing_chain(struct df_image *top, struct df_error *err)
         cur->backing = open_one(bpath, bfmt, 0, err);
         free(bpath);
         if (!cur->backing) {
-            df_error_prefix(err, "'%s': cannot open backing file: ",
+            df_error_prefix(err, "'%s': Could not open backing file: ",
                             cur->path);
             ret = -err->code;
             break;

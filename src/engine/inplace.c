@@ -10,6 +10,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "qcow2/qcow2.h"
@@ -75,12 +76,17 @@ int df_resize(const char *path, enum df_format fmt, uint64_t size,
         return df_fail(err, DF_E_INVAL, "'%s': invalid new size %llu", path,
                        (unsigned long long)size);
     }
-    img = df_image_open(path, fmt, DF_OPEN_RDWR | DF_OPEN_NO_BACKING, err);
+    /* the backing chain is opened: growing over a longer backing file
+     * must hide it, and the old last cluster may be copied up from it */
+    img = df_image_open(path, fmt, DF_OPEN_RDWR, err);
     if (!img) {
         return -err->code;
     }
     if (df_image_format(img) == DF_FMT_RAW) {
         ret = resize_raw(img, size, prealloc, shrink, err);
+    } else if (size < df_image_size(img) && !shrink) {
+        ret = df_fail(err, DF_E_INVAL, "'%s': use the --shrink option to "
+                      "perform a shrink operation", path);
     } else {
         ret = qcow2_resize(img, size, prealloc, err);
     }
@@ -92,31 +98,42 @@ int df_resize(const char *path, enum df_format fmt, uint64_t size,
 
 /* ---- commit ---- */
 
-/* Copy every range allocated in @top (its own layer) into @base. */
+/*
+ * Copy into @base every range that @top's chain holds above depth
+ * @depth (1: @top's own layer only, read with or without its chain):
+ * data as data, zeros as zeros that hide whatever lies beneath @base.
+ */
 static int copy_allocated(struct df_image *top, struct df_image *base,
-                          df_progress_fn progress, void *opaque,
+                          int depth, df_progress_fn progress, void *opaque,
                           struct df_error *err)
 {
     uint64_t size = df_image_size(top), off = 0;
     unsigned char *buf = malloc(DF_CHUNK);
-    int ret = 0;
+    unsigned zflags = DF_ZERO_MAY_UNMAP;
+    struct df_info info;
+    int ret = df_image_info(base, &info, err);
 
-    if (!buf) {
-        return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
-                       df_image_path(top));
+    if (ret == 0 && !buf) {
+        ret = df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                      df_image_path(top));
+    }
+    if (info.format == DF_FMT_QCOW2 && info.version >= 3) {
+        /* zero clusters, as QEMU's commit leaves them (v2 keeps the
+         * engine's own zeroing: deallocation where that reads as zeros) */
+        zflags |= DF_ZERO_HIDE_BACKING;
     }
     while (ret == 0 && off < size) {
         struct df_extent ext;
 
-        ret = df_image_block_status(top, off, size - off, false, &ext, err);
+        ret = df_image_block_status(top, off, size - off, depth > 1, &ext,
+                                    err);
         if (ret < 0) {
             break;
         }
-        if (ext.depth == 0 && (ext.flags & DF_BLOCK_ZERO) &&
+        if (ext.depth < depth && (ext.flags & DF_BLOCK_ZERO) &&
             !(ext.flags & DF_BLOCK_DATA)) {
-            ret = df_image_write_zeroes(base, off, ext.length,
-                                        DF_ZERO_MAY_UNMAP, err);
-        } else if (ext.depth == 0 && (ext.flags & DF_BLOCK_DATA)) {
+            ret = df_image_write_zeroes(base, off, ext.length, zflags, err);
+        } else if (ext.depth < depth && (ext.flags & DF_BLOCK_DATA)) {
             for (uint64_t p = off; ret == 0 && p < off + ext.length;) {
                 size_t n = (size_t)DF_MIN((uint64_t)DF_CHUNK,
                                           off + ext.length - p);
@@ -137,16 +154,69 @@ static int copy_allocated(struct df_image *top, struct df_image *base,
     return ret;
 }
 
-int df_commit(const char *path, enum df_format fmt, df_progress_fn progress,
-              void *opaque, struct df_error *err)
+/* Is the image @layer the one the user named @name (as recorded in the
+ * image above it, or as another name of the same file)? */
+static bool names_layer(const char *name, const char *recorded,
+                        const struct df_image *layer)
+{
+    struct stat a, b;
+
+    if (strcmp(name, recorded) == 0 ||
+        strcmp(name, df_image_path(layer)) == 0) {
+        return true;
+    }
+    return stat(name, &a) == 0 && stat(df_image_path(layer), &b) == 0 &&
+           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/*
+ * The image @name in @top's backing chain: its path (malloc'd), format
+ * and depth (1: the immediate backing file).
+ */
+static int find_in_chain(struct df_image *top, const char *name,
+                         char **path, enum df_format *fmt, int *depth,
+                         struct df_error *err)
+{
+    struct df_image *above = top;
+    int d = 1;
+
+    for (struct df_image *l = df_image_backing(top); l;
+         above = l, l = df_image_backing(l), d++) {
+        struct df_info info;
+        int ret = df_image_info(above, &info, err);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (names_layer(name, info.backing_file, l)) {
+            *path = strdup(df_image_path(l));
+            *fmt = df_image_format(l);
+            *depth = d;
+            return *path ? 0 : df_fail(err, DF_E_NOMEM, "out of memory");
+        }
+    }
+    return df_fail(err, DF_E_NOENT, "Did not find '%s' in the backing chain "
+                   "of '%s'", name, df_image_path(top));
+}
+
+int df_commit_to(const char *path, enum df_format fmt, const char *base_name,
+                 bool keep, df_progress_fn progress, void *opaque,
+                 struct df_error *err)
 {
     struct df_image *top, *base = NULL;
     struct df_info info;
     enum df_format bfmt = DF_FMT_AUTO;
-    int ret;
+    char *bpath = NULL;
+    int depth = 1, ret;
 
-    /* the overlay's own clusters never read through, so no chain here */
-    top = df_image_open(path, fmt, DF_OPEN_RDWR | DF_OPEN_NO_BACKING, err);
+    if (base_name && !*base_name) {
+        base_name = NULL;
+    }
+    /* committing into the immediate backing file reads the overlay's own
+     * clusters only; a base further down is reached through the chain */
+    top = df_image_open(path, fmt, DF_OPEN_RDWR | (base_name ? 0
+                                                   : DF_OPEN_NO_BACKING),
+                        err);
     if (!top) {
         return -err->code;
     }
@@ -155,13 +225,27 @@ int df_commit(const char *path, enum df_format fmt, df_progress_fn progress,
         ret = df_fail(err, DF_E_INVAL, "'%s' has no backing file to commit "
                       "into", path);
     }
-    if (ret == 0 && info.backing_format[0] &&
-        df_format_parse(info.backing_format, &bfmt) < 0) {
-        ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': unknown backing format "
-                      "'%s'", path, info.backing_format);
+    if (ret == 0 && base_name) {
+        /* as with qemu-img, -b leaves the overlay as it is (-d): the
+         * images between it and the base no longer hold what they did */
+        keep = true;
+        ret = find_in_chain(top, base_name, &bpath, &bfmt, &depth, err);
+    } else if (ret == 0) {
+        if (info.backing_format[0] &&
+            df_format_parse(info.backing_format, &bfmt) < 0) {
+            ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': unknown backing "
+                          "format '%s'", path, info.backing_format);
+        }
+        bpath = strdup(info.full_backing_file);
+        if (ret == 0 && !bpath) {
+            ret = df_fail(err, DF_E_NOMEM, "out of memory");
+        }
+    }
+    if (ret == 0 && df_image_format(top) != DF_FMT_QCOW2) {
+        keep = true;
     }
     if (ret == 0) {
-        base = df_image_open(info.full_backing_file, bfmt, DF_OPEN_RDWR, err);
+        base = df_image_open(bpath, bfmt, DF_OPEN_RDWR, err);
         if (!base) {
             df_error_prefix(err, "'%s': cannot open the backing file for "
                             "writing: ", path);
@@ -172,35 +256,46 @@ int df_commit(const char *path, enum df_format fmt, df_progress_fn progress,
         /* the base grows to hold everything the overlay shows */
         df_image_close(base, NULL);
         base = NULL;
-        ret = df_resize(info.full_backing_file, bfmt, df_image_size(top),
-                        DF_PREALLOC_OFF, false, err);
+        ret = df_resize(bpath, bfmt, df_image_size(top), DF_PREALLOC_OFF,
+                        false, err);
         if (ret == 0) {
-            base = df_image_open(info.full_backing_file, bfmt, DF_OPEN_RDWR,
-                                 err);
+            base = df_image_open(bpath, bfmt, DF_OPEN_RDWR, err);
             ret = base ? 0 : -err->code;
         }
     }
     if (ret == 0) {
-        ret = copy_allocated(top, base, progress, opaque, err);
+        ret = copy_allocated(top, base, depth, progress, opaque, err);
     }
     if (base && df_image_close(base, ret < 0 ? NULL : err) < 0 && ret == 0) {
         ret = -err->code;
     }
-    if (ret == 0 && df_image_format(top) == DF_FMT_QCOW2) {
+    if (ret == 0 && !keep) {
         /* everything now lives in the base: empty the overlay */
         ret = qcow2_make_empty(top, err);
     }
     if (df_image_close(top, ret < 0 ? NULL : err) < 0 && ret == 0) {
         ret = -err->code;
     }
+    free(bpath);
     return ret;
+}
+
+int df_commit(const char *path, enum df_format fmt, df_progress_fn progress,
+              void *opaque, struct df_error *err)
+{
+    return df_commit_to(path, fmt, NULL, false, progress, opaque, err);
 }
 
 /* ---- rebase ---- */
 
 /*
- * Copy into @img each cluster it does not hold itself whose content
- * differs between its current backing chain and @nb (NULL: zeros).
+ * Before @img gets the backing file @nb (NULL: none), copy into it each
+ * cluster it does not hold itself whose content differs between its
+ * current backing chain (none, shorter or longer than the image: zeros
+ * where there is nothing) and @nb (zeros past its end), so that the guest
+ * sees the same bytes afterwards.  As qemu-img rebase does, a cluster
+ * that lies past the end of the old backing file (or with no old backing
+ * file at all) is written as zeros (the v3 zero flag), any other as data.
  */
 static int copy_differences(struct df_image *img, struct df_image *nb,
                             df_progress_fn progress, void *opaque,
@@ -208,6 +303,8 @@ static int copy_differences(struct df_image *img, struct df_image *nb,
 {
     struct df_info info;
     uint64_t size = df_image_size(img), off = 0, cs;
+    uint64_t old_end = img->backing ? df_image_size(img->backing) : 0;
+    uint64_t new_end = nb ? df_image_size(nb) : 0;
     unsigned char *a = NULL, *b = NULL;
     int ret = df_image_info(img, &info, err);
 
@@ -223,29 +320,35 @@ static int copy_differences(struct df_image *img, struct df_image *nb,
     while (ret == 0 && off < size) {
         struct df_extent ext;
 
-        ret = df_image_block_status(img, off, size - off, false, &ext, err);
-        if (ret < 0 || ext.depth == 0) {
+        /* this layer only: 0 flags = not allocated here */
+        ret = img->drv->block_status(img, off, size - off, &ext, err);
+        if (ret < 0 || ext.flags) {
             off += ret < 0 ? 0 : ext.length;
             continue;
         }
         for (uint64_t p = off; ret == 0 && p < off + ext.length;) {
             size_t n = (size_t)DF_MIN((uint64_t)DF_CHUNK,
                                       off + ext.length - p);
-            uint64_t nsz = nb ? df_image_size(nb) : 0;
-            size_t in_new = p < nsz ? (size_t)DF_MIN((uint64_t)n, nsz - p) : 0;
+            size_t in_new = p < new_end
+                                ? (size_t)DF_MIN((uint64_t)n, new_end - p)
+                                : 0;
 
             ret = df_image_read_backing(img, a, n, p, err);
             if (ret == 0 && in_new) {
                 ret = df_image_pread(nb, b, in_new, p, err);
             }
             memset(b + in_new, 0, n - in_new);
-            /* write back, cluster by cluster, what the new chain would
-             * show differently */
             for (size_t k = 0; ret == 0 && k < n;) {
+                uint64_t at = p + k;
                 size_t step = (size_t)DF_MIN((uint64_t)(n - k),
-                                             cs - ((p + k) % cs));
-                if (memcmp(a + k, b + k, step) != 0) {
-                    ret = df_image_pwrite(img, a + k, step, p + k, err);
+                                             cs - (at % cs));
+                if (memcmp(a + k, b + k, step) == 0) {
+                    /* the same either way */
+                } else if (at - at % cs >= old_end && info.version >= 3) {
+                    ret = df_image_write_zeroes(img, at, step,
+                                                DF_ZERO_HIDE_BACKING, err);
+                } else {
+                    ret = df_image_pwrite(img, a + k, step, at, err);
                 }
                 k += step;
             }

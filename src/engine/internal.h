@@ -45,6 +45,15 @@ struct df_driver {
 extern const struct df_driver df_raw_driver;
 extern const struct df_driver df_qcow2_driver;
 
+/*
+ * Internal write_zeroes flag: the range must read as zeros whatever
+ * backing file the image has now or gets later (rebase, and resize over a
+ * longer backing file).  qcow2 v3 sets the zero flag on every cluster,
+ * allocating L2 tables as needed, as QEMU's zeroize does; v2, which has
+ * no zero flag, writes zeros.
+ */
+#define DF_ZERO_HIDE_BACKING (1u << 8)
+
 /* Internal open flag: allow dirty, corrupt and snapshot images to be opened
  * read-write, for check and repair. */
 #define DF_OPEN_CHECK (1u << 8)

@@ -11,7 +11,9 @@
  *      small one;
  *   3. check without repair;
  *   4. on a private copy: check -r all, then writes and zero writes at
- *      the start, the middle and the end, then check again.
+ *      the start, the middle and the end, then check again; then, for an
+ *      image without a backing file, shrink to half and grow past the
+ *      old size, and check.
  *
  * The file lives in a memfd, named through /proc/self/fd, so that no
  * input touches the disk.  The same function serves libFuzzer (built
@@ -105,6 +107,34 @@ static void read_only(const char *path)
                    &err);
 }
 
+/* Shrink to half and grow back past the old size, unless the image names
+ * a backing file (resize opens the chain, and a fuzzed name must not
+ * reach other files). */
+static void resize_both_ways(const char *path, uint64_t size)
+{
+    struct df_check_result res;
+    struct df_error err;
+    struct df_info info;
+    struct df_image *img = df_image_open(path, DF_FMT_QCOW2,
+                                         DF_OPEN_NO_BACKING, &err);
+    bool backed = true;
+
+    if (img) {
+        backed = df_image_info(img, &info, &err) < 0 ||
+                 info.backing_file[0] != '\0';
+        df_image_close(img, &err);
+    }
+    if (backed || size < 1024) {
+        return;
+    }
+    (void)df_resize(path, DF_FMT_QCOW2, size / 2 - size / 2 % 512,
+                    DF_PREALLOC_OFF, true, &err);
+    (void)df_resize(path, DF_FMT_QCOW2, size + (1u << 20), DF_PREALLOC_OFF,
+                    false, &err);
+    (void)df_check(path, DF_FMT_QCOW2, DF_REPAIR_NONE, &res, NULL, NULL,
+                   &err);
+}
+
 static void read_write(const char *path)
 {
     static const unsigned char pattern[3000] = { 0x5a, 0xa5, 1, 2, 3 };
@@ -138,6 +168,7 @@ static void read_write(const char *path)
     df_image_close(img, &err);
     (void)df_check(path, DF_FMT_QCOW2, DF_REPAIR_NONE, &res, NULL, NULL,
                    &err);
+    resize_both_ways(path, size);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -442,6 +442,26 @@ qemu_io_patterns() {
 # Use: mapfile -d '' -t io < <(qemu_io_patterns 65536 67108864 1)
 #      qemu-io -f qcow2 "${io[@]}" img.qcow2
 
+# expect_pattern WHAT IMG FMT "PATTERN OFFSET LENGTH"...: qemu-io reads
+# IMG (read-only, through its backing chain) and finds each range filled
+# with its byte (`read -q -P`); one check for all the ranges, which
+# qemu-io names on a mismatch.  Ranges of length 0 are left out.
+expect_pattern() {
+    local what=$1 img=$2 fmt=$3 r p o n rc=0 args=()
+    shift 3
+    for r in "$@"; do
+        read -r p o n <<<"$r"
+        [[ $n == 0 ]] || args+=(-c "read -q -P $p $o $n")
+    done
+    T_CHECKS=$((T_CHECKS + 1))
+    qemu-io -r -f "$fmt" "${args[@]}" "$img" >"$Q_OUT" 2>&1 || rc=$?
+    if ((rc != 0)) || grep -qi 'failed' "$Q_OUT"; then
+        bad "$what: qemu-io pattern reads of $(basename "$img") (exit $rc)"
+        show "$Q_OUT"
+    fi
+    return 0
+}
+
 # --- JSON --------------------------------------------------------------------
 
 # json_get FILE KEY.PATH: one value, as JSON ("<absent>" when missing).

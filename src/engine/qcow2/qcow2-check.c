@@ -292,6 +292,72 @@ static int check_snapshots(struct check *c, struct df_error *err)
     return ret;
 }
 
+/*
+ * Count the clusters of the persistent dirty bitmaps (their directory,
+ * each bitmap table and the data clusters it points at), as qemu-img
+ * does, while the autoclear bit says they are valid.
+ */
+#define BITMAP_DIR_MAX (1024u * 65535u)
+#define BITMAP_TABLE_MAX 0x8000000u
+static int check_bitmaps(struct check *c, struct df_error *err)
+{
+    struct qcow2_state *s = c->s;
+    uint64_t cs = s->cluster_size, pos = 0;
+    unsigned char *dir;
+    int ret = 0;
+
+    if (!s->has_bitmaps ||
+        !(s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
+        return 0;
+    }
+    if (s->bm_dir_size > BITMAP_DIR_MAX || (s->bm_dir_offset & (cs - 1)) ||
+        !add_ref(c, s->bm_dir_offset, s->bm_dir_size)) {
+        say(c, "ERROR bitmap directory at 0x%llx (%llu bytes) is invalid",
+            (unsigned long long)s->bm_dir_offset,
+            (unsigned long long)s->bm_dir_size);
+        c->res->corruptions++;
+        return 0;
+    }
+    dir = malloc(DF_MAX(s->bm_dir_size, 1));
+    if (!dir) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->img->path);
+    }
+    ret = df_io_pread(c->img->fd, dir, s->bm_dir_size, s->bm_dir_offset,
+                      c->img->path, err);
+    for (uint32_t i = 0; ret == 0 && i < s->bm_count &&
+                         pos + 24 <= s->bm_dir_size; i++) {
+        uint64_t toff = df_be64(dir + pos), n = df_be32(dir + pos + 8);
+        uint64_t *t;
+
+        pos += DF_ROUND_UP(24 + (uint64_t)df_be32(dir + pos + 20) +
+                               df_be16(dir + pos + 18), 8);
+        if (n > BITMAP_TABLE_MAX || (toff & (cs - 1)) ||
+            !add_ref(c, toff, n * 8)) {
+            say(c, "ERROR bitmap %u has an invalid bitmap table", i);
+            c->res->corruptions++;
+            continue;
+        }
+        t = malloc(DF_MAX(n, 1) * 8);
+        if (!t) {
+            ret = df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                          c->img->path);
+            break;
+        }
+        ret = qcow2_read_table(c->img, toff, t, n, err);
+        for (uint64_t k = 0; ret == 0 && k < n; k++) {
+            uint64_t d = t[k] & QCOW2_OFFSET_MASK;
+            if (d && ((d & (cs - 1)) || !add_ref(c, d, cs))) {
+                say(c, "ERROR bitmap %u: data cluster 0x%llx is invalid", i,
+                    (unsigned long long)d);
+                c->res->corruptions++;
+            }
+        }
+        free(t);
+    }
+    free(dir);
+    return ret;
+}
+
 /* Count the refcount table and blocks (as they are on disk). */
 static void check_reftable(struct check *c)
 {
@@ -326,8 +392,14 @@ static void check_reftable(struct check *c)
     }
 }
 
-/* Compare the counted references with the refcounts; fix as allowed. */
-static int compare_refcounts(struct check *c, struct df_error *err)
+/*
+ * Compare the counted references with the refcounts; fix as @fix allows.
+ * Like qemu-img, a repair first runs this with DF_REPAIR_NONE, which
+ * prints each finding ("Leaked cluster ...", "ERROR cluster ..."), then
+ * again to fix them ("Repairing cluster ...").
+ */
+static int compare_refcounts(struct check *c, enum df_repair fix,
+                             struct df_error *err)
 {
     uint64_t highest = 0;
     bool any = false;
@@ -352,8 +424,8 @@ static int compare_refcounts(struct check *c, struct df_error *err)
         if (rc == 0) {
             c->need_rebuild = true;
         }
-        if (rc && ((rc > ref && c->repair != DF_REPAIR_NONE) ||
-                   (rc < ref && c->repair == DF_REPAIR_ALL))) {
+        if (rc && ((rc > ref && fix != DF_REPAIR_NONE) ||
+                   (rc < ref && fix == DF_REPAIR_ALL))) {
             say(c, "Repairing cluster %llu refcount=%llu reference=%llu",
                 (unsigned long long)i, (unsigned long long)rc,
                 (unsigned long long)ref);
@@ -459,6 +531,7 @@ static int check_copied(struct check *c, struct df_error *err)
 static int check_pass(struct check *c, struct df_error *err)
 {
     struct qcow2_state *s = c->s;
+    struct df_check_result pre;
     int ret;
 
     c->nb = DF_DIV_ROUND_UP(s->file_size, s->cluster_size);
@@ -476,25 +549,37 @@ static int check_pass(struct check *c, struct df_error *err)
     if (ret == 0) {
         ret = check_snapshots(c, err);
     }
+    if (ret == 0) {
+        ret = check_bitmaps(c, err);
+    }
     if (ret < 0) {
         return ret;
     }
     check_reftable(c);
+    pre = *c->res;
+    ret = compare_refcounts(c, DF_REPAIR_NONE, err);
+    if (ret < 0) {
+        return ret;
+    }
     if (c->repair == DF_REPAIR_ALL) {
-        if (c->need_rebuild) {
-            /* the overlap is not a corruption left after the rebuild */
-            c->res->corruptions = 0;
-        }
         /* decide on a rebuild before fixing single refcounts */
-        for (uint64_t i = 0; i < c->nb; i++) {
+        for (uint64_t i = 0; i < c->nb && !c->need_rebuild; i++) {
             uint64_t rc;
             if (c->refs[i] &&
                 (qcow2_get_refcount(c->img, i, &rc, NULL) < 0 || rc == 0)) {
                 c->need_rebuild = true;
-                break;
             }
         }
         if (c->need_rebuild) {
+            bool *old = calloc(DF_MAX(c->nb, 1), sizeof(*old));
+            if (!old) {
+                return df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                               c->img->path);
+            }
+            /* what the findings counted is fixed by the rebuild, and a
+             * refcount block overlap is not a corruption left after it */
+            *c->res = pre;
+            c->res->corruptions = 0;
             say(c, "Rebuilding refcount structure");
             for (uint64_t i = 0; i < c->nb; i++) {
                 uint64_t rc = 0;
@@ -511,15 +596,26 @@ static int check_pass(struct check *c, struct df_error *err)
                 if (s->rt[i] && !(s->rt[i] & (s->cluster_size - 1)) &&
                     k < c->nb && c->refs[k]) {
                     c->refs[k]--;
+                    old[k] = true;
                 }
             }
             for (uint64_t k = 0; k < s->rt_size * 8 / s->cluster_size; k++) {
                 uint64_t idx = (s->rt_offset >> s->cluster_bits) + k;
                 if (idx < c->nb && c->refs[idx]) {
                     c->refs[idx]--;
+                    old[idx] = true;
                 }
             }
             ret = qcow2_rebuild_refcounts(c->img, c->refs, c->nb, err);
+            /* the old structures' clusters are free now, as qemu-img
+             * reports them once its rebuilt refcounts let it free them */
+            for (uint64_t k = 0; ret == 0 && k < c->nb; k++) {
+                if (old[k] && !c->refs[k]) {
+                    say(c, "Repairing cluster %llu refcount=1 reference=0",
+                        (unsigned long long)k);
+                }
+            }
+            free(old);
             if (ret < 0) {
                 return ret;
             }
@@ -527,16 +623,103 @@ static int check_pass(struct check *c, struct df_error *err)
             return check_copied(c, err);
         }
     }
-    ret = compare_refcounts(c, err);
-    if (ret == 0 && c->need_rebuild && c->repair != DF_REPAIR_NONE) {
+    if (c->need_rebuild && c->repair != DF_REPAIR_NONE) {
         say(c, "ERROR need to rebuild refcount structures");
         c->res->check_errors++;
         return df_fail(err, DF_E_CORRUPT, "'%s': the refcount structures "
                        "must be rebuilt: use repair mode 'all'",
                        c->img->path);
     }
+    if (c->repair != DF_REPAIR_NONE && (c->res->leaks || c->res->corruptions)) {
+        /* the findings were printed: now fix what the mode allows */
+        *c->res = pre;
+        ret = compare_refcounts(c, c->repair, err);
+    }
     if (ret == 0) {
         ret = check_copied(c, err);
+    }
+    return ret;
+}
+
+/*
+ * Forget the persistent bitmaps: count every reference (bitmaps included)
+ * and the bitmaps' own, call @unlink to take them out of the header, then
+ * lower by the bitmaps' share the refcount of each cluster they used whose
+ * refcount was right.  A cluster whose refcount was wrong is left for a
+ * repair to report; one a crafted bitmap shares with live data keeps that
+ * reference.  A crash before the refcounts are written leaks clusters,
+ * nothing worse.
+ */
+int qcow2_forget_bitmaps(struct df_image *img,
+                         int (*unlink)(struct df_image *, struct df_error *),
+                         struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct df_check_result r_all = { 0 }, r_bm = { 0 };
+    struct check all = { .img = img, .s = s, .res = &r_all };
+    struct check bm = { .img = img, .s = s, .res = &r_bm };
+    int ret = qcow2_flush_tables(img, err);
+
+    if (ret == 0) {
+        ret = qcow2_refcounts_load(img, err);
+    }
+    if (ret == 0) {
+        ret = check_pass(&all, err);
+    }
+    if (ret == 0) {
+        bm.nb = all.nb;
+        bm.refs = calloc(DF_MAX(bm.nb, 1), sizeof(*bm.refs));
+        ret = bm.refs ? check_bitmaps(&bm, err)
+                      : df_fail(err, DF_E_NOMEM, "'%s': out of memory",
+                                img->path);
+    }
+    if (ret == 0) {
+        ret = unlink(img, err);
+    }
+    for (uint64_t k = 0; ret == 0 && k < bm.nb; k++) {
+        uint64_t rc;
+        if (!bm.refs[k] || all.refs[k] == UINT16_MAX ||
+            qcow2_get_refcount(img, k, &rc, NULL) < 0 || rc != all.refs[k]) {
+            continue;
+        }
+        ret = qcow2_set_refcount(img, k, rc - bm.refs[k], err);
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_refcounts(img, err);
+    }
+    free(all.refs);
+    free(bm.refs);
+    return ret;
+}
+
+/*
+ * A repair is a write, and passes qcow2_begin_write() first (which drops
+ * persistent bitmaps) -- but only when there is something to repair: a
+ * quiet read-only pass decides, so that repairing a clean image changes
+ * nothing.
+ */
+static int begin_repair(struct check *c, struct df_error *err)
+{
+    struct qcow2_state *s = c->s;
+    struct df_check_result found = { 0 };
+    struct check probe = { .img = c->img, .s = s, .repair = DF_REPAIR_NONE,
+                           .res = &found };
+    int ret = qcow2_flush_tables(c->img, err);
+
+    if (ret == 0) {
+        ret = qcow2_refcounts_load(c->img, err);
+    }
+    if (ret == 0) {
+        ret = check_pass(&probe, err);
+    }
+    free(probe.refs);
+    if (ret < 0) {
+        return ret;
+    }
+    if (found.corruptions || found.leaks || found.check_errors ||
+        (s->h.incompatible_features &
+         (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))) {
+        ret = qcow2_begin_write(c->img, err);
     }
     return ret;
 }
@@ -545,13 +728,27 @@ int qcow2_check(struct df_image *img, enum df_repair repair,
                 struct df_check_result *res, df_message_fn msg, void *opaque,
                 struct df_error *err)
 {
+    int ret;
+
+    pthread_mutex_lock(&img->lock);
+    ret = qcow2_check_locked(img, repair, res, msg, opaque, err);
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+int qcow2_check_locked(struct df_image *img, enum df_repair repair,
+                       struct df_check_result *res, df_message_fn msg,
+                       void *opaque, struct df_error *err)
+{
     struct check c = { .img = img, .s = qcow2_state(img), .repair = repair,
                        .res = res, .msg = msg, .opaque = opaque };
     int ret;
 
     memset(res, 0, sizeof(*res));
-    pthread_mutex_lock(&img->lock);
-    ret = qcow2_flush_tables(img, err);
+    ret = repair != DF_REPAIR_NONE ? begin_repair(&c, err) : 0;
+    if (ret == 0) {
+        ret = qcow2_flush_tables(img, err);
+    }
     if (ret == 0) {
         ret = qcow2_refcounts_load(img, err);
     }
@@ -585,7 +782,6 @@ int qcow2_check(struct df_image *img, enum df_repair repair,
             res->repaired = true;
         }
     }
-    pthread_mutex_unlock(&img->lock);
     free(c.refs);
     return ret;
 }

@@ -493,6 +493,12 @@ static int check_writable_state(struct df_image *img, struct df_error *err)
     if (qcow2_tables_in_file(img, err) < 0) {
         return -DF_E_CORRUPT;
     }
+    {
+        int ret = qcow2_begin_write(img, err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     if ((s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) &&
         !s->dirty_marked) {
         /* lazy refcounts: the image is dirty until we flush */
@@ -731,8 +737,8 @@ int qcow2_write(struct df_image *img, const void *buf, size_t len,
 /* ---- zeroing ---- */
 
 /* Does the cluster at @off already read as zeros? */
-static int reads_zero(struct df_image *img, uint64_t off, bool *zero,
-                      struct df_error *err)
+static int reads_zero(struct df_image *img, uint64_t off, unsigned flags,
+                      bool *zero, struct df_error *err)
 {
     struct run r;
     int ret = map_run(img, off, 1, &r, err);
@@ -740,17 +746,18 @@ static int reads_zero(struct df_image *img, uint64_t off, bool *zero,
     *zero = ret == 0 && (r.type == QCOW2_CLUSTER_ZERO_PLAIN ||
                          r.type == QCOW2_CLUSTER_ZERO_ALLOC ||
                          (r.type == QCOW2_CLUSTER_UNALLOCATED &&
+                          !(flags & DF_ZERO_HIDE_BACKING) &&
                           (img->backing ? off >= img->backing->size
                                         : !img->backed)));
     return ret;
 }
 
 static int zero_partial(struct df_image *img, uint64_t off, uint64_t len,
-                        struct df_error *err)
+                        unsigned flags, struct df_error *err)
 {
     unsigned char *z;
     bool zero;
-    int ret = reads_zero(img, off, &zero, err);
+    int ret = reads_zero(img, off, flags, &zero, err);
 
     if (ret < 0 || zero) {
         return ret;
@@ -772,14 +779,16 @@ static int zero_clusters(struct df_image *img, uint64_t off, uint64_t len,
     struct qcow2_l2_slot *slot;
     uint64_t idx = qcow2_l2_index(s, off), n = len >> s->cluster_bits;
     /* a backing file that was not opened still shows through */
-    bool has_backing = img->backing ? off < img->backing->size : img->backed;
+    bool has_backing = (flags & DF_ZERO_HIDE_BACKING) ||
+                       (img->backing ? off < img->backing->size
+                                     : img->backed);
     int ret;
 
     if (s->h.version < 3 && has_backing) {
         /* no zero flag in v2: only explicit zeros hide the backing file */
         for (uint64_t k = 0; k < n; k++) {
             ret = zero_partial(img, off + (k << s->cluster_bits),
-                               s->cluster_size, err);
+                               s->cluster_size, flags, err);
             if (ret < 0) {
                 return ret;
             }
@@ -832,14 +841,12 @@ static int zero_clusters(struct df_image *img, uint64_t off, uint64_t len,
     return 0;
 }
 
-int qcow2_zero(struct df_image *img, uint64_t off, uint64_t len,
-               unsigned flags, struct df_error *err)
+static int zero_locked(struct df_image *img, uint64_t off, uint64_t len,
+                       unsigned flags, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    int ret;
+    int ret = check_writable_state(img, err);
 
-    pthread_mutex_lock(&img->lock);
-    ret = check_writable_state(img, err);
     while (len && ret == 0) {
         uint64_t in = qcow2_offset_into_cluster(s, off);
         uint64_t n;
@@ -850,7 +857,7 @@ int qcow2_zero(struct df_image *img, uint64_t off, uint64_t len,
             if (in == 0 && off + n == img->size) {
                 ret = zero_clusters(img, off, s->cluster_size, flags, err);
             } else {
-                ret = zero_partial(img, off, n, err);
+                ret = zero_partial(img, off, n, flags, err);
             }
         } else {
             uint64_t idx = qcow2_l2_index(s, off);
@@ -861,6 +868,16 @@ int qcow2_zero(struct df_image *img, uint64_t off, uint64_t len,
         off += n;
         len -= n;
     }
+    return ret;
+}
+
+int qcow2_zero(struct df_image *img, uint64_t off, uint64_t len,
+               unsigned flags, struct df_error *err)
+{
+    int ret;
+
+    pthread_mutex_lock(&img->lock);
+    ret = zero_locked(img, off, len, flags, err);
     pthread_mutex_unlock(&img->lock);
     return ret;
 }
@@ -983,6 +1000,9 @@ int qcow2_grow_l1(struct df_image *img, uint64_t min_size,
     int ret;
 
     ret = qcow2_tables_in_file(img, err);
+    if (ret == 0) {
+        ret = qcow2_begin_write(img, err);
+    }
     if (ret < 0) {
         return ret;
     }
@@ -1051,8 +1071,11 @@ static int link_l2(struct df_image *img, uint64_t first, uint64_t n,
     int ret = get_l2(img, off, true, &slot, err);
 
     for (uint64_t k = 0; ret == 0 && k < n; k++) {
+        uint64_t e = slot->table[idx + k];
         slot->table[idx + k] = (host + (k << s->cluster_bits)) |
                                QCOW2_OFLAG_COPIED;
+        /* what the cluster held before (resize's old last cluster) */
+        ret = release_entry(img, e, err);
     }
     if (ret == 0) {
         slot->dirty = true;
@@ -1313,92 +1336,34 @@ out:
 
 /* ---- whole-image changes: resize, make empty ---- */
 
-int qcow2_resize(struct df_image *img, uint64_t size, enum df_prealloc mode,
-                 struct df_error *err)
+/*
+ * Unlink the L2 table of L1 entry @i: drop it from the cache and free its
+ * cluster.  The entries it held must have been released already.
+ */
+static int drop_l2_table(struct df_image *img, uint64_t i,
+                         struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    uint64_t old = img->size, first;
-    struct run r;
-    int ret;
+    uint64_t l2off = s->l1[i] & QCOW2_OFFSET_MASK;
+    struct qcow2_l2_slot *slot = cache_find(s, l2off);
 
-    ret = qcow2_tables_in_file(img, err);
-    if (ret < 0) {
-        return ret;
+    if (slot) {
+        slot->offset = 0;
+        slot->dirty = false;
     }
-    if (size < old) {
-        return df_fail(err, DF_E_UNSUPPORTED, "'%s': shrinking qcow2 images "
-                       "is not supported", img->path);
-    }
-    if (qcow2_l1_entries_for(size, s->cluster_bits) * 8 > QCOW2_MAX_L1_BYTES) {
-        return df_fail(err, DF_E_INVAL, "'%s': size %llu is too large for "
-                       "cluster size %llu", img->path,
-                       (unsigned long long)size,
-                       (unsigned long long)s->cluster_size);
-    }
-    pthread_mutex_lock(&img->lock);
-    ret = qcow2_grow_l1(img, qcow2_l1_entries_for(size, s->cluster_bits),
-                        err);
-    if (ret == 0) {
-        ret = qcow2_write_header_field64(img, 24, size, err);
-    }
-    if (ret == 0) {
-        img->size = size;
-        s->h.size = size;
-        /* preallocate from the first cluster not in use yet */
-        first = old >> s->cluster_bits;
-        if (old & (s->cluster_size - 1)) {
-            ret = map_run(img, old, 1, &r, err);
-            if (ret == 0 && r.type != QCOW2_CLUSTER_UNALLOCATED) {
-                first++;
-            }
-        }
-        if (ret == 0 && mode != DF_PREALLOC_OFF) {
-            ret = qcow2_preallocate(img, mode, first, err);
-        }
-    }
-    if (ret == 0) {
-        ret = qcow2_flush_tables(img, err);
-    }
-    pthread_mutex_unlock(&img->lock);
-    return ret;
+    s->l1[i] = 0;
+    s->l1_dirty = true;
+    s->meta_gen++;
+    return qcow2_free_clusters(img, l2off, 1, err);
 }
 
-int qcow2_make_empty(struct df_image *img, struct df_error *err)
+/* Write the tables back, then cut the file after its last used cluster. */
+static int flush_and_trim(struct df_image *img, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
     int64_t last;
-    int ret = 0;
+    int ret = qcow2_flush_tables(img, err);
 
-    ret = qcow2_tables_in_file(img, err);
-    if (ret < 0) {
-        return ret;
-    }
-    pthread_mutex_lock(&img->lock);
-    for (uint32_t i = 0; i < s->l1_size && ret == 0; i++) {
-        struct qcow2_l2_slot *slot;
-        uint64_t l2off = s->l1[i] & QCOW2_OFFSET_MASK;
-
-        if (!l2off) {
-            continue;
-        }
-        ret = get_l2(img, (uint64_t)i << (s->cluster_bits + s->l2_bits),
-                     false, &slot, err);
-        for (uint64_t j = 0; ret == 0 && j < s->l2_entries; j++) {
-            ret = release_entry(img, slot->table[j], err);
-        }
-        if (ret == 0) {
-            /* drop the table from the cache, then free it */
-            slot->offset = 0;
-            slot->dirty = false;
-            s->l1[i] = 0;
-            s->l1_dirty = true;
-            s->meta_gen++;
-            ret = qcow2_free_clusters(img, l2off, 1, err);
-        }
-    }
-    if (ret == 0) {
-        ret = qcow2_flush_tables(img, err);
-    }
     if (ret == 0) {
         ret = qcow2_last_used_cluster(img, &last, err);
     }
@@ -1409,6 +1374,295 @@ int qcow2_make_empty(struct df_image *img, struct df_error *err)
         } else if (end < s->file_size) {
             s->file_size = end;
         }
+    }
+    return ret;
+}
+
+/* Release every cluster mapped in guest [off, end) (cluster aligned) and
+ * leave the entries unallocated, as a full discard does. */
+static int discard_range(struct df_image *img, uint64_t off, uint64_t end,
+                         struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = 0;
+
+    while (ret == 0 && off < end) {
+        uint64_t idx = qcow2_l2_index(s, off);
+        uint64_t n = DF_MIN((end - off + s->cluster_size - 1) >>
+                                s->cluster_bits,
+                            s->l2_entries - idx);
+        struct qcow2_l2_slot *slot;
+
+        ret = get_l2(img, off, false, &slot, err);
+        if (ret == 0 && slot &&
+            !(s->l1[qcow2_l1_index(s, off)] & QCOW2_OFLAG_COPIED)) {
+            ret = get_l2(img, off, true, &slot, err);
+        }
+        for (uint64_t k = 0; ret == 0 && slot && k < n; k++) {
+            uint64_t e = slot->table[idx + k];
+            if (!e) {
+                continue;
+            }
+            slot->table[idx + k] = 0;
+            slot->dirty = true;
+            ret = release_entry(img, e, err);
+        }
+        off += n << s->cluster_bits;
+    }
+    return ret;
+}
+
+/*
+ * Shrink to @size, as qemu-img resize --shrink does: the clusters past the
+ * new end are discarded, the L2 tables that map nothing but them are
+ * freed, so are the refcount blocks left counting nothing but themselves,
+ * and the file is cut after its last cluster in use.
+ */
+static int shrink_locked(struct df_image *img, uint64_t size,
+                         struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t keep = qcow2_l1_entries_for(size, s->cluster_bits);
+    int ret = discard_range(img, DF_ROUND_UP(size, s->cluster_size),
+                            DF_ROUND_UP(img->size, s->cluster_size), err);
+
+    for (uint64_t i = keep; ret == 0 && i < s->l1_size; i++) {
+        if (s->l1[i] & QCOW2_OFFSET_MASK) {
+            ret = drop_l2_table(img, i, err);
+        }
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_tables(img, err);
+    }
+    if (ret == 0) {
+        ret = qcow2_drop_unused_refblocks(img, err);
+    }
+    if (ret == 0) {
+        ret = qcow2_write_header_field64(img, 24, size, err);
+    }
+    if (ret == 0) {
+        img->size = size;
+        s->h.size = size;
+        ret = flush_and_trim(img, err);
+    }
+    return ret;
+}
+
+/* Does the cluster holding guest @off need a new host cluster for a
+ * write (not allocated here, zero without storage, compressed, shared)? */
+static int cluster_needs_alloc(struct df_image *img, uint64_t off, bool *need,
+                               struct df_error *err)
+{
+    struct qcow2_l2_slot *slot;
+    int ret = get_l2(img, off, false, &slot, err);
+
+    *need = true;
+    if (ret == 0 && slot) {
+        *need = needs_alloc(qcow2_state(img),
+                            slot->table[qcow2_l2_index(qcow2_state(img), off)]);
+    }
+    return ret;
+}
+
+/* Zeros written over guest [off, end), through the normal write path. */
+static int write_zero_bytes(struct df_image *img, uint64_t off, uint64_t end,
+                            struct df_error *err)
+{
+    unsigned char *z = calloc(1, end - off);
+    int ret;
+
+    if (!z) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    ret = write_locked(img, z, end - off, off, err);
+    free(z);
+    return ret;
+}
+
+/* Do the bytes of guest [off, end), past the old end, hold anything but
+ * zeros (left there by a shrink)? */
+static int tail_is_stale(struct df_image *img, uint64_t off, uint64_t end,
+                         bool *stale, struct df_error *err)
+{
+    unsigned char *buf = malloc(end - off);
+    int ret;
+
+    if (!buf) {
+        return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+    }
+    ret = read_range(img, buf, end - off, off, true, err);
+    *stale = ret == 0 && !df_is_zero(buf, end - off);
+    free(buf);
+    return ret;
+}
+
+/*
+ * Preallocation for growth, as QEMU places it: from the old last cluster
+ * when the old size ends inside one that gets a new host cluster (always
+ * for falloc/full, which map it and the new clusters to a fresh zeroed
+ * area; for metadata when it is not allocated here yet), else from the
+ * first new cluster.  What the guest saw before the old end is copied
+ * into the new host cluster; the rest of it stays as preallocated.
+ */
+static int grow_prealloc(struct df_image *img, uint64_t old,
+                         enum df_prealloc mode, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t head = qcow2_offset_into_cluster(s, old), start = old - head;
+    bool redo = head != 0;
+    unsigned char *buf = NULL;
+    struct run r;
+    int ret = 0;
+
+    if (redo && mode == DF_PREALLOC_METADATA) {
+        ret = cluster_needs_alloc(img, old, &redo, err);
+    }
+    if (ret == 0 && redo) {
+        buf = malloc(head);
+        if (!buf) {
+            return df_fail(err, DF_E_NOMEM, "'%s': out of memory", img->path);
+        }
+        ret = read_range(img, buf, head, start, true, err);
+    }
+    if (ret == 0) {
+        uint64_t first = redo ? start : DF_ROUND_UP(old, s->cluster_size);
+        ret = qcow2_preallocate(img, mode, first >> s->cluster_bits, err);
+    }
+    if (ret == 0 && redo) {
+        ret = map_run(img, start, 1, &r, err);
+        if (ret == 0) {
+            ret = df_io_pwrite(img->fd, buf, head, r.host, img->path, err);
+        }
+    }
+    free(buf);
+    return ret;
+}
+
+/*
+ * Grow to @size with qemu-img 7.2's results: what the guest saw stays, and
+ * the new area reads as zeros even over a longer backing file.
+ *   - preallocation as grow_prealloc() says;
+ *   - when the backing file is longer than the old size, the whole new
+ *     clusters get the zero flag (v3) and the rest of the old last cluster
+ *     is written with zeros; falloc/full need neither (fresh zeros);
+ *   - without one, the rest of an old last cluster that holds anything
+ *     but zeros is zeroed anyway, so that bytes a shrink left beyond the
+ *     old end do not come back (QEMU shows them again: a deliberate
+ *     difference).
+ */
+static int grow_locked(struct df_image *img, uint64_t size,
+                       enum df_prealloc mode, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t old = img->size, cs = s->cluster_size;
+    uint64_t zero_start = DF_ROUND_UP(old, cs);
+    uint64_t head_end = DF_MIN(zero_start, size);
+    bool fresh = mode == DF_PREALLOC_FALLOC || mode == DF_PREALLOC_FULL;
+    bool hide = img->backing && img->backing->size > old && !fresh;
+    struct run r;
+    int ret;
+
+    if (hide && s->h.version < 3 && size > zero_start) {
+        return df_fail(err, DF_E_UNSUPPORTED, "'%s': Failed to zero out new "
+                       "clusters: Operation not supported (a compat=0.10 "
+                       "image has no zero flag to hide its longer backing "
+                       "file; use --preallocation=falloc or full)",
+                       img->path);
+    }
+    ret = qcow2_grow_l1(img, qcow2_l1_entries_for(size, s->cluster_bits),
+                        err);
+    if (ret < 0) {
+        return ret;
+    }
+    img->size = size;
+    s->h.size = size;
+    if (mode != DF_PREALLOC_OFF) {
+        ret = grow_prealloc(img, old, mode, err);
+    }
+    if (ret == 0 && hide && size > zero_start) {
+        ret = zero_locked(img, zero_start, size - zero_start,
+                          DF_ZERO_HIDE_BACKING, err);
+    }
+    if (ret == 0 && old < zero_start && !fresh) {
+        /* the rest of the old last cluster */
+        bool stale = false;
+        ret = map_run(img, old, 1, &r, err);
+        if (ret == 0 && !hide && (r.type == QCOW2_CLUSTER_NORMAL ||
+                                  r.type == QCOW2_CLUSTER_COMPRESSED)) {
+            ret = tail_is_stale(img, old, head_end, &stale, err);
+        }
+        if (ret == 0 && (hide || stale)) {
+            ret = write_zero_bytes(img, old, head_end, err);
+        }
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_tables(img, err);
+    }
+    if (ret == 0) {
+        ret = qcow2_write_header_field64(img, 24, size, err);
+    }
+    return ret;
+}
+
+int qcow2_resize(struct df_image *img, uint64_t size, enum df_prealloc mode,
+                 struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret;
+
+    if (size == img->size) {
+        return 0; /* nothing changes, nothing is written */
+    }
+    if (size < img->size && mode != DF_PREALLOC_OFF) {
+        return df_fail(err, DF_E_INVAL, "'%s': preallocation can only be "
+                       "used for growing images", img->path);
+    }
+    if (qcow2_l1_entries_for(size, s->cluster_bits) * 8 > QCOW2_MAX_L1_BYTES) {
+        return df_fail(err, DF_E_INVAL, "'%s': size %llu is too large for "
+                       "cluster size %llu", img->path,
+                       (unsigned long long)size,
+                       (unsigned long long)s->cluster_size);
+    }
+    pthread_mutex_lock(&img->lock);
+    ret = check_writable_state(img, err);
+    if (ret == 0 && size < img->size) {
+        ret = shrink_locked(img, size, err);
+    } else if (ret == 0) {
+        uint64_t old = img->size;
+        ret = grow_locked(img, size, mode, err);
+        if (ret < 0) {
+            img->size = old;
+            s->h.size = old;
+        }
+    }
+    pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+int qcow2_make_empty(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret;
+
+    pthread_mutex_lock(&img->lock);
+    ret = check_writable_state(img, err);
+    for (uint32_t i = 0; i < s->l1_size && ret == 0; i++) {
+        struct qcow2_l2_slot *slot;
+
+        if (!(s->l1[i] & QCOW2_OFFSET_MASK)) {
+            continue;
+        }
+        ret = get_l2(img, (uint64_t)i << (s->cluster_bits + s->l2_bits),
+                     false, &slot, err);
+        for (uint64_t j = 0; ret == 0 && j < s->l2_entries; j++) {
+            ret = release_entry(img, slot->table[j], err);
+        }
+        if (ret == 0) {
+            ret = drop_l2_table(img, i, err);
+        }
+    }
+    if (ret == 0) {
+        ret = flush_and_trim(img, err);
     }
     pthread_mutex_unlock(&img->lock);
     return ret;

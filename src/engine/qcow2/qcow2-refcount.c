@@ -621,6 +621,46 @@ int qcow2_flush_refcounts(struct df_image *img, struct df_error *err)
     return ret;
 }
 
+/*
+ * After a shrink: drop the refcount blocks that count nothing but
+ * themselves, as QEMU's shrink does, so that the file can be cut before
+ * them.  A block that counts itself takes its refcount with it; one that
+ * another block counts is set to 0 there.
+ */
+int qcow2_drop_unused_refblocks(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = qcow2_refcounts_load(img, err);
+
+    for (uint64_t i = 0; ret == 0 && i < s->rt_size; i++) {
+        uint64_t off = s->rt[i], own = off >> s->cluster_bits;
+        bool self = (own >> s->rb_bits) == i, unused = true;
+        unsigned char *b;
+
+        ret = get_block(img, i, &b, err);
+        if (ret < 0 || !b) {
+            continue;
+        }
+        for (uint64_t k = 0; unused && k < s->rb_entries; k++) {
+            unused = (self && k == (own & (s->rb_entries - 1))) ||
+                     qcow2_rb_get(b, k, s->refcount_bits) == 0;
+        }
+        if (!unused) {
+            continue;
+        }
+        free(s->rb[i]);
+        s->rb[i] = NULL;
+        s->rb_dirty[i] = false;
+        s->rt[i] = 0;
+        s->rt_dirty = true;
+        s->meta_gen++;
+        if (!self) {
+            ret = qcow2_set_refcount(img, own, 0, err);
+        }
+    }
+    return ret;
+}
+
 int qcow2_set_refcount(struct df_image *img, uint64_t cluster, uint64_t v,
                        struct df_error *err)
 {

@@ -153,8 +153,9 @@ int qcow2_validate_header(const struct qcow2_header *h, uint64_t file_size,
                        "large", path, (unsigned long long)h->size);
     }
     if ((uint64_t)h->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
-        return df_fail(err, DF_E_CORRUPT, "'%s': active L1 table too large "
-                       "(%u entries)", path, h->l1_size);
+        return df_fail(err, DF_E_CORRUPT, "'%s': Active L1 table too large "
+                       "(%u entries, at most %u)", path, h->l1_size,
+                       QCOW2_MAX_L1_BYTES / 8);
     }
     if (h->l1_size < qcow2_l1_entries_for(h->size, h->cluster_bits)) {
         return df_fail(err, DF_E_CORRUPT, "'%s': L1 table is too small for "
@@ -226,6 +227,12 @@ static int read_extensions(struct df_image *img, const unsigned char *c0,
             }
             memcpy(s->backing_format, c0 + off, len);
             s->backing_format[len] = '\0';
+        }
+        if (type == QCOW2_EXT_BITMAPS && len >= 24) {
+            s->has_bitmaps = true;
+            s->bm_count = df_be32(c0 + off);
+            s->bm_dir_size = df_be64(c0 + off + 8);
+            s->bm_dir_offset = df_be64(c0 + off + 16);
         }
         /* other extensions are not needed to read or write data */
         off += DF_ROUND_UP((uint64_t)len, 8);
@@ -393,6 +400,65 @@ fail:
 static void qcow2_close(struct df_image *img)
 {
     qcow2_free_state(img);
+}
+
+/*
+ * The one place every change to an image passes before it touches the
+ * file: data and zero writes, compressed writes, resize, rebase (also -u),
+ * commit into a base and out of an overlay, and repair.  The first time,
+ * it clears the autoclear feature bits.  The spec asks a writer that does
+ * not know an autoclear bit to clear it before writing, and we implement
+ * none: bit 0 says the persistent dirty bitmaps are consistent with the
+ * data, which stops being true as soon as we write without updating them;
+ * bit 1 belongs to external data files, which are refused at open.  With
+ * the bit clear QEMU no longer trusts the bitmaps (it warns and drops
+ * them; their clusters then show as leaks that 'check -r leaks' frees).
+ */
+static int unlink_bitmaps(struct df_image *img, struct df_error *err);
+
+static int clear_autoclear(struct df_image *img, struct df_error *err)
+{
+    int ret = qcow2_write_header_field64(img, QCOW2_HDR_AUTOCLEAR, 0, err);
+
+    if (ret == 0) {
+        qcow2_state(img)->h.autoclear_features = 0;
+    }
+    return ret;
+}
+
+int qcow2_begin_write(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret;
+
+    if (s->write_begun) {
+        return 0;
+    }
+    if (!img->writable) {
+        return df_fail(err, DF_E_INVAL, "'%s': image is open read-only",
+                       img->path);
+    }
+    if (s->h.version < 3 || !s->h.autoclear_features) {
+        s->write_begun = true;
+        return 0;
+    }
+    /* set first: dropping the bitmaps writes too */
+    s->write_begun = true;
+    if ((s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) &&
+        s->has_bitmaps) {
+        /* the bitmaps go whole, and their clusters are freed */
+        ret = qcow2_forget_bitmaps(img, unlink_bitmaps, err);
+        if (ret < 0) {
+            df_error_prefix(err, "'%s': dropping its persistent bitmaps: ",
+                            img->path);
+        }
+    } else {
+        ret = clear_autoclear(img, err);
+    }
+    if (ret < 0) {
+        s->write_begun = false;
+    }
+    return ret;
 }
 
 int qcow2_write_header_field64(struct df_image *img, unsigned off, uint64_t v,
@@ -698,18 +764,21 @@ const struct df_driver df_qcow2_driver = {
 };
 
 /*
- * Rewrite the header cluster with a new backing file name and format.
- * The header fields and every other extension are kept as they are.
+ * Rewrite the header cluster with the backing file name @name (NULL or ""
+ * for none) and format @fmt (NULL: none recorded), leaving out the header
+ * extension @drop (0: none).  The header fields and every other extension
+ * are kept as they are.  Called with the lock held.
  */
-int qcow2_set_backing(struct df_image *img, const char *name,
-                      enum df_format fmt, struct df_error *err)
+static int rewrite_header(struct df_image *img, const char *name,
+                          const char *fmt, uint32_t drop,
+                          struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t cs = s->cluster_size, hl = s->h.header_length;
     uint64_t end = s->h.backing_file_offset ? s->h.backing_file_offset : cs;
     size_t nlen = name ? strlen(name) : 0;
     unsigned char *old = calloc(1, cs), *buf = calloc(1, cs);
-    uint64_t in, out;
+    uint64_t in, out, tail;
     int ret;
 
     if (!old || !buf) {
@@ -722,18 +791,15 @@ int qcow2_set_backing(struct df_image *img, const char *name,
                       "%d bytes", img->path, QCOW2_MAX_BACKING_NAME);
         goto out;
     }
-    pthread_mutex_lock(&img->lock);
     ret = df_io_pread(img->fd, old, cs, 0, img->path, err);
-    pthread_mutex_unlock(&img->lock);
     if (ret < 0) {
         goto out;
     }
     memcpy(buf, old, hl);
     out = hl;
-    if (nlen && fmt != DF_FMT_AUTO) {
-        const char *f = df_format_name(fmt);
-        out += put_ext(buf + out, QCOW2_EXT_BACKING_FORMAT, f,
-                       (uint32_t)strlen(f));
+    if (nlen && fmt) {
+        out += put_ext(buf + out, QCOW2_EXT_BACKING_FORMAT, fmt,
+                       (uint32_t)strlen(fmt));
     }
     for (in = hl; in + 8 <= end;) {
         uint32_t type = df_be32(old + in), len = df_be32(old + in + 4);
@@ -741,7 +807,7 @@ int qcow2_set_backing(struct df_image *img, const char *name,
         if (type == QCOW2_EXT_END || len > end - in - 8) {
             break;
         }
-        if (type != QCOW2_EXT_BACKING_FORMAT) {
+        if (type != QCOW2_EXT_BACKING_FORMAT && type != drop) {
             if (out + step + 8 + nlen > cs) {
                 ret = df_fail(err, DF_E_NOSPC, "'%s': the header extensions "
                               "do not fit in the header cluster", img->path);
@@ -761,12 +827,10 @@ int qcow2_set_backing(struct df_image *img, const char *name,
     memcpy(buf + out, name ? name : "", nlen);
     df_put_be64(buf + 8, nlen ? out : 0);
     df_put_be32(buf + 16, (uint32_t)nlen);
-    pthread_mutex_lock(&img->lock);
-    ret = df_io_pwrite(img->fd, buf, DF_MAX(out + nlen, hl + 8), 0, img->path,
-                       err);
+    tail = DF_MAX(out + nlen, hl + 8);
+    ret = df_io_pwrite(img->fd, buf, tail, 0, img->path, err);
     if (ret == 0) {
         /* clear what the old, longer header may have left behind */
-        uint64_t tail = DF_MAX(out + nlen, hl + 8);
         ret = df_io_pwrite(img->fd, buf + tail, cs - tail, tail, img->path,
                            err);
     }
@@ -774,14 +838,47 @@ int qcow2_set_backing(struct df_image *img, const char *name,
         img->backed = nlen != 0;
         s->h.backing_file_offset = nlen ? out : 0;
         s->h.backing_file_size = (uint32_t)nlen;
-        memcpy(s->backing_name, name ? name : "", nlen);
+        memmove(s->backing_name, name ? name : "", nlen);
         s->backing_name[nlen] = '\0';
-        snprintf(s->backing_format, sizeof(s->backing_format), "%s",
-                 nlen && fmt != DF_FMT_AUTO ? df_format_name(fmt) : "");
+        memmove(s->backing_format, nlen && fmt ? fmt : "",
+                nlen && fmt ? strlen(fmt) + 1 : 1);
     }
-    pthread_mutex_unlock(&img->lock);
 out:
     free(old);
     free(buf);
+    return ret;
+}
+
+/* The header part of dropping the bitmaps: the bit, then the extension. */
+static int unlink_bitmaps(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    char fmt[sizeof(s->backing_format)];
+    int ret = clear_autoclear(img, err);
+
+    memcpy(fmt, s->backing_format, sizeof(fmt));
+    if (ret == 0) {
+        ret = rewrite_header(img, s->backing_name, fmt[0] ? fmt : NULL,
+                             QCOW2_EXT_BITMAPS, err);
+    }
+    if (ret == 0) {
+        s->has_bitmaps = false;
+    }
+    return ret;
+}
+
+int qcow2_set_backing(struct df_image *img, const char *name,
+                      enum df_format fmt, struct df_error *err)
+{
+    int ret;
+
+    pthread_mutex_lock(&img->lock);
+    ret = qcow2_begin_write(img, err);
+    if (ret == 0) {
+        ret = rewrite_header(img, name && *name ? name : NULL,
+                             fmt != DF_FMT_AUTO ? df_format_name(fmt) : NULL,
+                             0, err);
+    }
+    pthread_mutex_unlock(&img->lock);
     return ret;
 }

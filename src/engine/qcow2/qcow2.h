@@ -38,6 +38,7 @@
 #define QCOW2_INCOMPAT_EXTL2 (1ULL << 4)
 #define QCOW2_INCOMPAT_KNOWN 0x1fULL
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS (1ULL << 0)
 
 /* header extension types */
 #define QCOW2_EXT_END 0x00000000u
@@ -53,6 +54,7 @@
 #define QCOW2_HDR_RT_OFFSET 48
 #define QCOW2_HDR_RT_CLUSTERS 56
 #define QCOW2_HDR_INCOMPAT 72
+#define QCOW2_HDR_AUTOCLEAR 88
 
 /* The decoded header (host byte order). */
 struct qcow2_header {
@@ -129,6 +131,11 @@ struct qcow2_state {
     char backing_name[QCOW2_MAX_BACKING_NAME + 1];
     char backing_format[32];
     bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
+    bool write_begun;  /* qcow2_begin_write() ran: autoclear bits cleared */
+    bool has_bitmaps;  /* the header has a bitmaps extension: */
+    uint32_t bm_count;      /* its number of bitmaps, */
+    uint64_t bm_dir_size;   /* and where their directory is */
+    uint64_t bm_dir_offset;
     bool corrupt;      /* an inconsistency was met; writes refused */
     /* may data clusters be holes in the file (metadata preallocation)?
      * decided on the first block status; see qcow2_status() */
@@ -203,6 +210,8 @@ int qcow2_header_decode(const unsigned char *buf, size_t len,
 size_t qcow2_header_encode(const struct qcow2_header *h, unsigned char *buf);
 int qcow2_validate_header(const struct qcow2_header *h, uint64_t file_size,
                           const char *path, struct df_error *err);
+/* Every change to the image goes through here first (lock held). */
+int qcow2_begin_write(struct df_image *img, struct df_error *err);
 int qcow2_write_header_field64(struct df_image *img, unsigned off,
                                uint64_t v, struct df_error *err);
 int qcow2_write_header_field32(struct df_image *img, unsigned off,
@@ -265,6 +274,7 @@ uint64_t qcow2_rb_get(const unsigned char *rb, uint64_t idx,
                       uint32_t refcount_bits);
 void qcow2_rb_set(unsigned char *rb, uint64_t idx, uint32_t refcount_bits,
                   uint64_t v);
+int qcow2_drop_unused_refblocks(struct df_image *img, struct df_error *err);
 int qcow2_last_used_cluster(struct df_image *img, int64_t *last,
                             struct df_error *err);
 
@@ -272,6 +282,15 @@ int qcow2_last_used_cluster(struct df_image *img, int64_t *last,
 int qcow2_check(struct df_image *img, enum df_repair repair,
                 struct df_check_result *res, df_message_fn msg, void *opaque,
                 struct df_error *err);
+/* Forget the persistent bitmaps (lock held): @unlink takes them out of
+ * the header, then the refcounts of their clusters drop. */
+int qcow2_forget_bitmaps(struct df_image *img,
+                         int (*unlink)(struct df_image *, struct df_error *),
+                         struct df_error *err);
+/* The same with img->lock held. */
+int qcow2_check_locked(struct df_image *img, enum df_repair repair,
+                       struct df_check_result *res, df_message_fn msg,
+                       void *opaque, struct df_error *err);
 
 /* qcow2-compress.c: inflate (type 0) or zstd (type 1) one cluster with the
  * calling thread's context; qcow2_decompress_buffer() is that thread's

@@ -159,7 +159,9 @@ DF_API int df_commit_to(const char *path, enum df_format fmt,
  * df_rebase() - make @backing (NULL: none) the backing file of the qcow2
  * image at @path.  Unless @unsafe, first copy into the image every range
  * where the old and the new backing chains differ, so that the guest
- * sees the same bytes; with @unsafe only the header changes.
+ * sees the same bytes; with @unsafe only the header changes.  A @backing
+ * needs its @backing_fmt (DF_FMT_AUTO is refused: a recorded format is
+ * never probed), and is read as a header's name is (df_backing_path()).
  */
 DF_API int df_rebase(const char *path, enum df_format fmt,
                      const char *backing, enum df_format backing_fmt,

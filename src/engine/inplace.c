@@ -385,19 +385,23 @@ int df_rebase(const char *path, enum df_format fmt, const char *backing,
         ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': only qcow2 images have a "
                       "backing file", path);
     }
+    if (ret == 0 && backing && backing_fmt == DF_FMT_AUTO) {
+        /* a format recorded in a header is never probed */
+        ret = df_fail(err, DF_E_INVAL, "'%s': backing file '%s' given "
+                      "without its format", path, backing);
+    }
     if (ret == 0 && backing) {
-        bpath = df_path_relative_to(path, backing);
+        /* the name as it will be read back: json: and protocols refused */
+        bpath = df_backing_path(path, backing, err);
         if (!bpath) {
-            ret = df_fail(err, DF_E_NOMEM, "out of memory");
-        } else if (!unsafe || backing_fmt == DF_FMT_AUTO) {
-            /* safe mode reads the new chain; -u needs its format */
+            ret = -err->code;
+        } else if (!unsafe) {
+            /* safe mode reads the new chain */
             nb = df_image_open(bpath, backing_fmt, 0, err);
             if (!nb) {
                 df_error_prefix(err, "'%s': cannot open the new backing "
                                 "file: ", path);
                 ret = -err->code;
-            } else if (backing_fmt == DF_FMT_AUTO) {
-                backing_fmt = df_image_format(nb);
             }
         }
     }

@@ -39,7 +39,7 @@ done
 # --- seed walk-through --------------------------------------------------------
 set_case "seed-walkthrough: run"
 O=$T_TMP/seed-walkthrough
-df_ok run "$T_SRC/jobs/seed-walkthrough.yaml" -j 2 --set out="$O" --report "$O.json"
+df_ok run "$T_SRC/jobs/seed-walkthrough.yaml" -j 2 --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
 for f in prealloc-off prealloc-metadata prealloc-falloc prealloc-full base vm1 vm2; do
@@ -66,7 +66,7 @@ expect_eq "no temporary files left" "$(find "$O" -name '*.tmp' | wc -l)" 0
 # --- lab ----------------------------------------------------------------------
 set_case "lab: run"
 O=$T_TMP/lab
-df_ok run "$T_SRC/jobs/lab.yaml" -j 4 --set out="$O" --report "$O.json"
+df_ok run "$T_SRC/jobs/lab.yaml" -j 4 --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
 expect_eq "12 students succeeded" \
@@ -85,7 +85,7 @@ q_ok qemu-img compare "$T_TMP/lab-moved/students/student03.qcow2" "$T_TMP/lab-mo
 # --- golden image -------------------------------------------------------------
 set_case "golden-image: run"
 O=$T_TMP/golden-image
-run_df run "$T_SRC/jobs/golden-image.yaml" -j 2 --keep-going --set out="$O" --report "$O.json"
+run_df run "$T_SRC/jobs/golden-image.yaml" -j 2 --keep-going --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "exit code" "$DF_RC" 0 "$DF_ERR"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded

@@ -19,12 +19,12 @@ steps:
     from: ${out}/src.raw
     to: ${out}/dst.qcow2
     sparse_size: 0
-  - {id: sleeper, op: command, argv: [sleep, "120"], needs: [data]}
+  - {id: sleeper, op: command, shell: "echo $$ > sleeper.pid; exec sleep 120", needs: [data]}
   - {id: after, op: digest, image: "${out}/dst.qcow2"}
 YAML
 for sig in INT TERM; do
     set_case "SIG$sig"
-    rm -rf out long.report.json
+    rm -rf out long.report.json sleeper.pid
     start=$(date +%s)
     "$DISKFORGE" run long.yaml -j 2 >run.out 2>run.err &
     pid=$!
@@ -48,7 +48,9 @@ for sig in INT TERM; do
         bad "report does not match the schema"
     expect_eq "status" "$("$PY" -c 'import json; print(json.load(open("long.report.json"))["status"])')" interrupted
     expect_eq "cancelled step" "$("$PY" -c 'import json; r=json.load(open("long.report.json")); print(r["steps"][2]["error"]["code"])')" ECANCELED
-    expect_true "the sleeping command was killed" bash -c '! pgrep -f "^sleep 120$" >/dev/null'
+    # its own pid, not a process search: other tests may sleep too
+    expect_true "the sleeping command started" test -s sleeper.pid
+    expect_true "the sleeping command was killed" bash -c '! kill -0 "$(cat sleeper.pid)" 2>/dev/null'
     show run.err
 done
 finish

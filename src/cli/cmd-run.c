@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "events.h"
 #include "incremental.h"
 #include "pipeline.h"
 
@@ -18,6 +19,7 @@ static const char usage_text[] =
     "usage: diskforge run JOB.yaml [-j N] [--report FILE] [--keep-going]\n"
     "                     [--dry-run] [--set NAME=VALUE]... [--force]\n"
     "                     [--rebuild ID]... [--state FILE] [--sums FILE]\n"
+    "                     [--events FILE|-] [--expect-reproducible]\n"
     "\n"
     "Run the steps of JOB.yaml that are not up to date, each as soon as the\n"
     "steps it depends on are done, at most N at a time, and write a JSON\n"
@@ -41,6 +43,11 @@ static const char usage_text[] =
     "                     the job file)\n"
     "  --sums FILE        write the SHA-256 of every file the job makes, as\n"
     "                     `sha256sum -c` reads them in FILE's directory\n"
+    "  --events FILE|-    write one JSON object per line as the run goes\n"
+    "                     (-: stdout, and progress goes to stderr)\n"
+    "  --expect-reproducible\n"
+    "                     run every step and fail (exit 1) naming each step\n"
+    "                     whose outputs' sha256 differ from the last run's\n"
     "  -h, --help         show this help\n"
     "\n"
     "SIGINT or SIGTERM cancels the running steps, removes their temporary\n"
@@ -81,7 +88,9 @@ struct run_args {
     const char *report;
     const char *state;
     const char *sums;
+    const char *events;
     unsigned threads;
+    bool expect_reproducible;
     bool keep_going;
     bool dry_run;
     bool force;
@@ -115,6 +124,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         { "rebuild", required_argument, NULL, 'B' },
         { "state", required_argument, NULL, 'S' },
         { "sums", required_argument, NULL, 'U' },
+        { "events", required_argument, NULL, 'E' },
+        { "expect-reproducible", no_argument, NULL, 'R' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -145,6 +156,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
             break;
         case 'S': a->state = optarg; break;
         case 'U': a->sums = optarg; break;
+        case 'E': a->events = optarg; break;
+        case 'R': a->expect_reproducible = true; break;
         case 's':
             if (cli_job_set("run", &a->set, optarg) != CLI_OK) {
                 return CLI_USAGE;
@@ -157,14 +170,15 @@ static int parse_args(int argc, char **argv, struct run_args *a)
     return cli_job_operand("run", argc, argv, &a->job_path);
 }
 
-static void print_summary(const struct run *run, const char *report)
+static void print_summary(FILE *out, const struct run *run,
+                          const char *report)
 {
     size_t n[STEP_UP_TO_DATE + 1] = { 0 };
 
     for (size_t i = 0; i < run->dag->n; i++) {
         n[run->steps[i].status]++;
     }
-    printf("%s %s: %zu step%s, %zu succeeded, %zu failed, %zu skipped, "
+    fprintf(out, "%s %s: %zu step%s, %zu succeeded, %zu failed, %zu skipped, "
            "%zu up to date in %.2f s with %u thread%s\n",
            run->job->name, run_status_name(run->status), run->dag->n,
            run->dag->n == 1 ? "" : "s", n[STEP_SUCCEEDED], n[STEP_FAILED],
@@ -172,9 +186,9 @@ static void print_summary(const struct run *run, const char *report)
            (double)run->duration_ms / 1000.0, run->threads,
            run->threads == 1 ? "" : "s");
     if (report) {
-        printf("report: %s\n", report);
+        fprintf(out, "report: %s\n", report);
     }
-    fflush(stdout);
+    fflush(out);
     for (size_t i = 0; i < run->dag->n; i++) {
         if (run->steps[i].status == STEP_FAILED) {
             cli_error("step '%s' failed: %s", run->job->steps[i].id,
@@ -202,11 +216,29 @@ static int write_sums(const struct run_args *a, const struct incr *in,
     return CLI_OK;
 }
 
+/* --expect-reproducible: name each step whose outputs differ; the run
+ * fails when one does. */
+static void check_reproducible(struct run *run)
+{
+    for (size_t i = 0; i < run->dag->n; i++) {
+        if (run->steps[i].reproducible == RUN_REPRO_DIFFERENT) {
+            cli_error("step '%s' is not reproducible: its output differs "
+                      "from the previous run's", run->job->steps[i].id);
+            if (run->status == RUN_SUCCEEDED) {
+                run->status = RUN_FAILED;
+            }
+        }
+    }
+}
+
 static int run_loaded(struct run_args *a, const struct job *job,
                       const struct dag *dag, struct incr *in)
 {
+    /* with --events -, stdout carries the events alone */
+    FILE *human = a->events && !strcmp(a->events, "-") ? stderr : stdout;
     struct run_observer ob;
     struct progress prog;
+    struct events ev = { 0 };
     struct run_opts opts = { 0 };
     struct df_error err = { 0 };
     char *report_path = NULL;
@@ -220,23 +252,42 @@ static int run_loaded(struct run_args *a, const struct job *job,
         cli_error("out of memory");
         return CLI_FAIL;
     }
-    progress_init(&prog, &ob, stdout, isatty(STDOUT_FILENO));
+    progress_init(&prog, &ob, human, isatty(fileno(human)));
     opts.threads = a->threads;
     opts.keep_going = a->keep_going;
     opts.observer = &ob;
     opts.should_stop = should_stop;
     opts.hooks = incr_hooks(in);
+    if (a->events) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (events_open(&ev, a->events, &ob, dag->n, &err) < 0) {
+            free(report_path);
+            return cli_fail(&err);
+        }
+        opts.observer = events_observer(&ev);
+        events_run_start(&ev, job, a->threads ? a->threads
+                                              : (unsigned)(cpus > 0 ? cpus
+                                                                    : 1));
+    }
     catch_signals();
     run = job_run(job, dag, &opts, &err);
     progress_end(&prog);
     if (!run) {
+        events_close(&ev);
         free(report_path);
         return cli_fail(&err);
+    }
+    if (a->expect_reproducible) {
+        check_reproducible(run);
+    }
+    if (a->events) {
+        events_run_finish(&ev, run);
+        events_close(&ev);
     }
     report = report_build(run);
     ret = report ? report_write(report, report_path, &err) : -DF_E_NOMEM;
     json_decref(report);
-    print_summary(run, ret == 0 ? report_path : NULL);
+    print_summary(human, run, ret == 0 ? report_path : NULL);
     if (ret < 0) {
         cli_error("%s", err.code ? err.msg : "cannot build the report");
     }
@@ -276,6 +327,7 @@ static int open_state(const struct run_args *a, const struct dag *dag,
     o.state_path = a->state;
     o.writable = !a->dry_run;
     o.force = a->force;
+    o.expect_reproducible = a->expect_reproducible;
     o.rebuild = a->rebuild;
     o.n_rebuild = a->n_rebuild;
     o.window_ns = INCR_DISTRUST_NS;

@@ -697,7 +697,7 @@ static int set_reason(struct incr *in, size_t i, const char *word,
 
 static bool forced(const struct incr *in, const struct job_step *s)
 {
-    if (in->o.force) {
+    if (in->o.force || in->o.expect_reproducible) {
         return true;
     }
     for (size_t k = 0; k < in->o.n_rebuild; k++) {
@@ -1132,8 +1132,7 @@ static void hook_after(void *opaque, struct run_step *rs)
         if (S_ISREG(sb.st_mode) && hash_file(n->outputs.v[k], c->sha256) < 0) {
             c->sha256[0] = '\0';
         }
-        /* stat again: reading must not count as a change (it never
-         * should, but a file system with atime in ctime would) */
+        /* the stat taken before the read: reading changes no field */
         stat_of(&sb, &c->st);
         if (entry) {
             json_object_set_new(entry, "sha256", c->sha256[0]
@@ -1150,6 +1149,31 @@ static void note_store_error(struct incr *in, const struct df_error *err)
     }
 }
 
+/* --expect-reproducible: the outputs' hashes against the last record. */
+static enum run_repro compare_with_record(const struct incr *in, size_t i)
+{
+    const struct incr_step *st = &in->steps[i];
+    const struct dag_node *n = &in->dag->nodes[i];
+
+    if (!st->rec) {
+        return RUN_REPRO_UNKNOWN;
+    }
+    for (size_t k = 0; k < n->outputs.n; k++) {
+        const struct state_output *o = recorded_output(st->rec,
+                                                       st->out_keys[k]);
+        if (!o || !st->cap[k].exists) {
+            if (!o != !st->cap[k].exists) {
+                return RUN_REPRO_DIFFERENT;
+            }
+            continue;
+        }
+        if (strcmp(o->sha256, st->cap[k].sha256) != 0) {
+            return RUN_REPRO_DIFFERENT;
+        }
+    }
+    return RUN_REPRO_SAME;
+}
+
 /* On the scheduler thread: one transaction per finished step. */
 static void hook_finished(void *opaque, struct run_step *rs)
 {
@@ -1159,6 +1183,9 @@ static void hook_finished(void *opaque, struct run_step *rs)
     struct state_step rec = { 0 };
     struct df_error err = { 0 };
 
+    if (in->o.expect_reproducible && rs->status == STEP_SUCCEEDED) {
+        rs->reproducible = compare_with_record(in, rs->index);
+    }
     if (!in->st || !in->o.writable) {
         return;
     }

@@ -53,6 +53,9 @@ struct incr_opts {
     const char *state_path;   /* NULL: .diskforge/NAME.db beside the job */
     bool writable;            /* run: record; plan/dry-run: read only */
     bool force;               /* every step runs, reason "forced" */
+    /* run every step (as force) and compare each output's sha256 with the
+     * record of the previous run (run_step.reproducible) */
+    bool expect_reproducible;
     const char *const *rebuild; /* ids forced, with what depends on them */
     size_t n_rebuild;
     int64_t window_ns;        /* the distrust window (INCR_DISTRUST_NS) */

@@ -167,6 +167,13 @@ static json_t *step_json(const struct run *run, size_t i)
     }
     json_object_set_new(o, "status", json_string(step_status_name(rs->status)));
     json_object_set_new(o, "reason", report_str(rs->reason));
+    if (rs->reproducible != RUN_REPRO_UNCHECKED) {
+        json_object_set_new(o, "reproducible",
+                            rs->reproducible == RUN_REPRO_UNKNOWN
+                                ? json_null()
+                                : json_boolean(rs->reproducible ==
+                                               RUN_REPRO_SAME));
+    }
     json_object_set_new(o, "needs", report_needs(run->dag, i));
     json_object_set_new(o, "started_at", time_json(ran ? rs->started_ms : 0));
     json_object_set_new(o, "finished_at",

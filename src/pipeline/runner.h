@@ -104,6 +104,14 @@ struct run_hooks {
     void (*finished)(void *opaque, struct run_step *rs);
 };
 
+/* --expect-reproducible: how a step's outputs compare with the last run. */
+enum run_repro {
+    RUN_REPRO_UNCHECKED, /* not asked: no "reproducible" in the report */
+    RUN_REPRO_UNKNOWN,   /* nothing recorded to compare with: null */
+    RUN_REPRO_SAME,      /* true */
+    RUN_REPRO_DIFFERENT, /* false */
+};
+
 struct run_step {
     struct pool_item item; /* the pool's link; first member */
     struct run *run;
@@ -118,6 +126,7 @@ struct run_step {
     char *skip_reason;       /* why a skipped step did not run */
     const char *reason;      /* why it runs, or "up-to-date" (borrowed from
                               * the hooks' owner); NULL without hooks */
+    enum run_repro reproducible; /* set by the hooks' finished() */
 };
 
 struct run_observer {

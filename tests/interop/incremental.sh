@@ -17,18 +17,8 @@
 #   - every report matches docs/report.schema.json.
 . "$(dirname "$0")/lib.sh"
 need_qemu
-"$PY" -c 'import jsonschema, sqlite3' 2>/dev/null ||
-    { echo "SKIP: $T_NAME: python3-jsonschema missing"; exit 77; }
-CHECK_REPORT="$T_SRC/tests/interop/pipeline_check_report.py"
+need_jsonschema
 
-report_ok() { # report_ok FILE: valid against the schema
-    T_CHECKS=$((T_CHECKS + 1))
-    "$PY" "$CHECK_REPORT" "$1" 2>"$T_TMP/.schema.err" ||
-        { bad "$(basename "$1") does not match the report schema"; show "$T_TMP/.schema.err"; }
-}
-rjson() { # rjson FILE PYEXPR: evaluate PYEXPR with r = the JSON in FILE
-    "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
-}
 # reasons FILE: "id=reason" per step of a report (or plan), one per line
 reasons() { rjson "$1" "'\n'.join(s['id']+'='+s['reason'] for s in r['steps'])"; }
 reason_of() { rjson "$1" "next(s['reason'] for s in r['steps'] if s['id']=='$2')"; }
@@ -45,9 +35,7 @@ integrity() { # integrity DB: PRAGMA integrity_check
 }
 
 # --- 1. a second run of each job in jobs/ is all up to date -----------------
-jobs=(seed-walkthrough lab)
-command -v mke2fs >/dev/null && jobs+=(golden-image)
-for job in "${jobs[@]}"; do
+for job in $(job_files); do
     set_case "$job: second run"
     O=$T_TMP/$job
     df_ok run "$T_SRC/jobs/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.1.json" || continue

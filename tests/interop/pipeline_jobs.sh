@@ -7,18 +7,8 @@
 . "$(dirname "$0")/lib.sh"
 need_qemu
 command -v mke2fs >/dev/null || { echo "SKIP: $T_NAME: mke2fs not found"; exit 77; }
-CHECK_REPORT="$T_SRC/tests/interop/pipeline_check_report.py"
-"$PY" -c 'import jsonschema' 2>/dev/null ||
-    { echo "SKIP: $T_NAME: python3-jsonschema missing"; exit 77; }
+need_jsonschema
 
-report_ok() { # report_ok FILE: valid against the schema
-    T_CHECKS=$((T_CHECKS + 1))
-    "$PY" "$CHECK_REPORT" "$1" 2>"$T_TMP/.schema.err" ||
-        { bad "$(basename "$1") does not match the report schema"; show "$T_TMP/.schema.err"; }
-}
-rjson() { # rjson FILE PYEXPR: evaluate PYEXPR with r = the report
-    "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
-}
 step_status() { rjson "$1" "next(s['status'] for s in r['steps'] if s['id']=='$2')"; }
 raw_of() { qemu-img convert -O raw "$1" "$2"; }
 

@@ -96,8 +96,9 @@ static EVP_MD_CTX *sha256_new(void)
     return md;
 }
 
-/* SHA-256 of the bytes of the regular file @path; -1 when unreadable. */
-static int hash_file(const char *path, char hex[65])
+/* SHA-256 of the bytes of the regular file @path; -1 when unreadable.
+ * *@qcow2 (if not NULL) says whether it starts with the qcow2 magic. */
+static int hash_file(const char *path, char hex[65], bool *qcow2)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     unsigned char *buf;
@@ -117,9 +118,16 @@ static int hash_file(const char *path, char hex[65])
         return -1;
     }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    while ((n = read(fd, buf, HASH_CHUNK)) > 0 ||
-           (n < 0 && errno == EINTR)) {
+    if (qcow2) {
+        *qcow2 = false;
+    }
+    for (bool first = true; (n = read(fd, buf, HASH_CHUNK)) > 0 ||
+                            (n < 0 && errno == EINTR);) {
         if (n > 0) {
+            if (first && qcow2) {
+                *qcow2 = n >= 4 && !memcmp(buf, "QFI\xfb", 4);
+            }
+            first = false;
             EVP_DigestUpdate(md, buf, (size_t)n);
         }
     }
@@ -337,7 +345,8 @@ void incr_def_fingerprint(const struct job *job, const struct job_step *s,
 /* ---- identities of external inputs ---- */
 
 static int add_fresh(struct incr *in, const char *key,
-                     const struct state_stat *st, const char *hex)
+                     const struct state_stat *st, const char *hex,
+                     const char *backing)
 {
     struct state_hash *h;
 
@@ -354,6 +363,11 @@ static int add_fresh(struct incr *in, const char *key,
     if (!(h->path = strdup(key))) {
         return -1;
     }
+    h->backing = backing ? strdup(backing) : NULL;
+    if (backing && !h->backing) {
+        free(h->path);
+        return -1;
+    }
     h->st = *st;
     memcpy(h->sha256, hex, 65);
     h->recorded_ns = in->started_ns;
@@ -361,26 +375,56 @@ static int add_fresh(struct incr *in, const char *key,
     return 0;
 }
 
-/* Content hash of the regular file @path, from the cache when trusted. */
-static int file_identity(struct incr *in, const char *path, const char *key,
-                         const struct stat *sb, char hex[65])
+/* The backing file name stored in the qcow2 image @path, or NULL. */
+static char *backing_name_of(const char *path)
 {
-    struct state_hash cached;
+    struct df_error err = { 0 };
+    struct df_image *img = df_image_open(path, DF_FMT_QCOW2,
+                                         DF_OPEN_NO_BACKING, &err);
+    struct df_info *info = malloc(sizeof(*info));
+    char *out = NULL;
+
+    if (img && info && df_image_info(img, info, &err) == 0 &&
+        info->backing_file[0]) {
+        out = strdup(info->backing_file);
+    }
+    free(info);
+    df_image_close(img, NULL);
+    return out;
+}
+
+/*
+ * Content hash of the regular file @path, from the cache when trusted,
+ * and in *@backing (yours; NULL: none) the backing name a qcow2 image
+ * stores, cached with it so that a warm cache reads nothing.
+ */
+static int file_identity(struct incr *in, const char *path, const char *key,
+                         const struct stat *sb, char hex[65], char **backing)
+{
+    struct state_hash cached = { 0 };
     struct state_stat now;
     struct df_error err = { 0 };
+    bool qcow2 = false;
 
+    *backing = NULL;
     stat_of(sb, &now);
-    if (state_get_hash(in->st, key, &cached, &err) == 1 &&
-        stat_same(&cached.st, &now) &&
-        now.mtime_ns < cached.recorded_ns - in->o.window_ns &&
-        now.ctime_ns < cached.recorded_ns - in->o.window_ns) {
-        memcpy(hex, cached.sha256, 65);
-        return 0;
+    if (state_get_hash(in->st, key, &cached, &err) == 1) {
+        if (stat_same(&cached.st, &now) &&
+            now.mtime_ns < cached.recorded_ns - in->o.window_ns &&
+            now.ctime_ns < cached.recorded_ns - in->o.window_ns) {
+            memcpy(hex, cached.sha256, 65);
+            *backing = cached.backing;
+            return 0;
+        }
+        free(cached.backing);
     }
-    if (hash_file(path, hex) < 0) {
+    if (hash_file(path, hex, &qcow2) < 0) {
         return -1;
     }
-    if (add_fresh(in, key, &now, hex) < 0) {
+    if (qcow2) {
+        *backing = backing_name_of(path);
+    }
+    if (add_fresh(in, key, &now, hex, *backing) < 0) {
         in->oom = true;
     }
     return 0;
@@ -420,9 +464,11 @@ static void feed_entry(struct incr *in, EVP_MD_CTX *md, const char *dir,
             target[n > 0 ? n : 0] = '\0';
             feed_str(md, "symlink", target);
         } else if (S_ISREG(sb.st_mode)) {
-            if (file_identity(in, p, k, &sb, sub) < 0) {
+            char *backing = NULL;
+            if (file_identity(in, p, k, &sb, sub, &backing) < 0) {
                 snprintf(sub, sizeof(sub), "unreadable");
             }
+            free(backing); /* files in a directory: their bytes only */
             feed_str(md, "file", sub);
         }
     }
@@ -482,10 +528,43 @@ static void dir_identity(struct incr *in, const char *path, const char *key,
     finish_hex(md, hex);
 }
 
-/* The identity of an input no earlier step writes: its content. */
 static void external_identity(struct incr *in, const char *path,
-                              const char *key, char hex[65])
+                              const char *key, char hex[65], int depth);
+
+/* Fold the identity of @path's backing file @name into @hex: an image is
+ * its bytes and its chain's. */
+static void add_backing(struct incr *in, const char *path, const char *name,
+                        char hex[65], int depth)
 {
+    char *dir = df_path_dir(path);
+    char *bpath = dir ? job_path_resolve(dir, name) : NULL;
+    char *bkey = bpath ? key_of(in, bpath) : NULL;
+    char bid[65];
+    EVP_MD_CTX *md;
+
+    if (!bkey || !(md = sha256_new())) {
+        in->oom = true;
+    } else if (depth >= DF_MAX_BACKING_DEPTH) {
+        EVP_MD_CTX_free(md);
+        snprintf(hex, 65, "backing-chain-too-deep");
+    } else {
+        external_identity(in, bpath, bkey, bid, depth + 1);
+        feed_str(md, "image", hex);
+        feed_str(md, "backing", bkey);
+        feed_str(md, "backing-identity", bid);
+        finish_hex(md, hex);
+    }
+    free(bkey);
+    free(bpath);
+    free(dir);
+}
+
+/* The identity of an input no earlier step writes: its content (and a
+ * qcow2 image's backing chain, followed on disk). */
+static void external_identity(struct incr *in, const char *path,
+                              const char *key, char hex[65], int depth)
+{
+    char *backing = NULL;
     struct stat sb;
 
     for (size_t i = 0; i < in->n_memo; i++) {
@@ -499,8 +578,12 @@ static void external_identity(struct incr *in, const char *path,
     } else if (S_ISDIR(sb.st_mode)) {
         dir_identity(in, path, key, hex);
     } else if (!S_ISREG(sb.st_mode) ||
-               file_identity(in, path, key, &sb, hex) < 0) {
+               file_identity(in, path, key, &sb, hex, &backing) < 0) {
         snprintf(hex, 65, "unreadable");
+    }
+    if (backing) {
+        add_backing(in, path, backing, hex, depth);
+        free(backing);
     }
     if (in->n_memo == in->cap_memo) {
         size_t cap = in->cap_memo ? in->cap_memo * 2 : 16;
@@ -630,7 +713,7 @@ static int identify(struct incr *in, size_t i)
         if (x->writer >= 0) {
             memcpy(x->id, in->steps[x->writer].out_id, 65);
         } else {
-            external_identity(in, x->path, x->key, x->id);
+            external_identity(in, x->path, x->key, x->id, 0);
         }
     }
     md = sha256_new();
@@ -1016,6 +1099,7 @@ void incr_free(struct incr *in)
     }
     for (size_t i = 0; i < in->n_fresh; i++) {
         free(in->fresh[i].path);
+        free(in->fresh[i].backing);
     }
     free(in->memo);
     free(in->fresh);
@@ -1129,7 +1213,8 @@ static void hook_after(void *opaque, struct run_step *rs)
         }
         c->exists = true;
         c->sha256[0] = '\0';
-        if (S_ISREG(sb.st_mode) && hash_file(n->outputs.v[k], c->sha256) < 0) {
+        if (S_ISREG(sb.st_mode) &&
+            hash_file(n->outputs.v[k], c->sha256, NULL) < 0) {
             c->sha256[0] = '\0';
         }
         /* the stat taken before the read: reading changes no field */

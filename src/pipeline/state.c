@@ -8,9 +8,10 @@
  *   step_input(step, path, identity)           what it read, and as what
  *   step_output(step, path, size, mtime_ns, ctime_ns, inode, sha256, info)
  *                                              what it left, as stat() saw it
- *   file_hash(path, size, mtime_ns, ctime_ns, inode, sha256, recorded_ns)
- *                                              content hashes of external
- *                                              inputs, under their stat
+ *   file_hash(path, size, mtime_ns, ctime_ns, inode, sha256, recorded_ns,
+ *             backing)                         content hashes of external
+ *                                              inputs, under their stat,
+ *                                              with a qcow2 image's backing
  */
 #include "state.h"
 
@@ -56,7 +57,8 @@ static const char schema_sql[] =
     "  size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
     "  ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
     "  sha256 TEXT NOT NULL,"
-    "  recorded_ns INTEGER NOT NULL) WITHOUT ROWID;";
+    "  recorded_ns INTEGER NOT NULL,"
+    "  backing TEXT) WITHOUT ROWID;";
 
 static int db_fail(struct state *st, struct df_error *err, const char *what)
 {
@@ -542,8 +544,8 @@ int state_get_hash(struct state *st, const char *path, struct state_hash *out,
             return 0;
         }
         if (sqlite3_prepare_v2(st->db, "SELECT size, mtime_ns, ctime_ns, "
-                               "inode, sha256, recorded_ns FROM file_hash "
-                               "WHERE path=?1", -1, &st->get_hash,
+                               "inode, sha256, recorded_ns, backing FROM "
+                               "file_hash WHERE path=?1", -1, &st->get_hash,
                                NULL) != SQLITE_OK) {
             return db_fail(st, err, "cannot read the hash cache");
         }
@@ -557,6 +559,7 @@ int state_get_hash(struct state *st, const char *path, struct state_hash *out,
         out->st.inode = sqlite3_column_int64(st->get_hash, 3);
         col_hex(st->get_hash, 4, out->sha256);
         out->recorded_ns = sqlite3_column_int64(st->get_hash, 5);
+        out->backing = col_text(st->get_hash, 6);
     }
     sqlite3_reset(st->get_hash);
     sqlite3_clear_bindings(st->get_hash);
@@ -579,7 +582,8 @@ static int put_hashes_fn(struct state *st, const void *arg)
 
     if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO file_hash (path, "
                            "size, mtime_ns, ctime_ns, inode, sha256, "
-                           "recorded_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           "recorded_ns, backing) VALUES (?1, ?2, ?3, ?4, "
+                           "?5, ?6, ?7, ?8)",
                            -1, &q, NULL) != SQLITE_OK) {
         return -1;
     }
@@ -587,7 +591,7 @@ static int put_hashes_fn(struct state *st, const void *arg)
         if (bind_text(q, 1, b->v[i].path) || bind_stat(q, 2, &b->v[i].st) ||
             bind_text(q, 6, b->v[i].sha256) ||
             sqlite3_bind_int64(q, 7, b->v[i].recorded_ns) ||
-            step_once(q) < 0) {
+            bind_text(q, 8, b->v[i].backing) || step_once(q) < 0) {
             ret = -1;
         }
     }

@@ -81,6 +81,8 @@ struct state_hash {
     struct state_stat st;
     char sha256[65];
     int64_t recorded_ns;     /* wall clock when it was computed */
+    char *backing;           /* a qcow2 image's backing name as stored in it,
+                              * or NULL (state_get_hash: malloc'd, yours) */
 };
 
 struct state;

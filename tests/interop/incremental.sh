@@ -8,6 +8,8 @@
 #   - a qemu-io write into an overlay is `output-modified`, a deleted output
 #     `output-missing`, a changed value `definition-changed`; --force and
 #     --rebuild (an unknown id: exit 2, nothing runs, the store unchanged);
+#   - a qemu-io write into the base of an external base (a backing chain
+#     made by qemu-img, outside the job) makes an overlay on it stale;
 #   - --sums is a file `sha256sum -c` accepts, and the report's sha256 of
 #     each output is the file's;
 #   - a run killed by SIGKILL (at several moments) or SIGINT, then run
@@ -167,7 +169,29 @@ expect_eq "--rebuild unknown id: outputs unchanged" "$(sha_of b.qcow2)" "$out_su
 for r in r4 r5 r6 r7 r8; do report_ok $r.json; done
 cd "$T_TMP"
 
-# --- 5. in-place edits: a second run is all up to date ------------------------
+# --- 5. an external backing chain counts as input ----------------------------
+set_case "external backing chain"
+mkdir -p ext && cd ext
+q_ok qemu-img create -f qcow2 low.qcow2 16M
+q_ok qemu-img create -f qcow2 -b low.qcow2 -F qcow2 mid.qcow2
+cat > ext.yaml <<'YAML'
+version: 1
+steps:
+  - {id: top, op: overlay, image: top.qcow2, backing: mid.qcow2}
+  - {id: sum, op: digest, image: top.qcow2}
+YAML
+df_ok run ext.yaml --report x1.json
+df_ok run ext.yaml --report x2.json
+all_up_to_date "external chain" x2.json
+q_ok qemu-io -f qcow2 -c 'write -P 0x77 1M 64k' low.qcow2
+df_ok run ext.yaml --report x3.json
+expect_eq "a write two levels down: the overlay is stale" "$(reason_of x3.json top)" "input-changed mid.qcow2"
+expect_eq "the digest sees the new bytes" "$(rjson x3.json "r['steps'][1]['result']['sha256']")" \
+    "$(qemu_sha top.qcow2 qcow2)"
+report_ok x3.json
+cd "$T_TMP"
+
+# --- 6. in-place edits: a second run is all up to date ------------------------
 set_case "in-place edit job"
 mkdir -p edit && cd edit
 cat > edit.yaml <<'YAML'
@@ -191,7 +215,7 @@ expect_eq "digest as recorded" "$(rjson e2.json "r['steps'][-1]['result']['sha25
     "$(rjson e1.json "r['steps'][-1]['result']['sha256']")"
 cd "$T_TMP"
 
-# --- 6. killed runs: a rerun gives a clean build's bytes -----------------------
+# --- 7. killed runs: a rerun gives a clean build's bytes -----------------------
 mkdir -p kill && cd kill
 cat > k.yaml <<'YAML'
 version: 1
@@ -236,7 +260,7 @@ done
 kill_and_rerun INT 0.7
 cd "$T_TMP"
 
-# --- 7. a store from a newer diskforge ----------------------------------------
+# --- 8. a store from a newer diskforge ----------------------------------------
 set_case "newer store"
 "$PY" -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("PRAGMA user_version=7"); c.commit()' why/.diskforge/why.db
 run_df run why/why.yaml

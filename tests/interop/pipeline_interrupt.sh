@@ -19,7 +19,7 @@ steps:
     from: ${out}/src.raw
     to: ${out}/dst.qcow2
     sparse_size: 0
-  - {id: sleeper, op: command, shell: "echo $$ > sleeper.pid; exec sleep 120", needs: [data]}
+  - {id: sleeper, op: command, shell: "echo $$$$ > sleeper.pid; exec sleep 120", needs: [data]}
   - {id: after, op: digest, image: "${out}/dst.qcow2"}
 YAML
 for sig in INT TERM; do
@@ -49,7 +49,8 @@ for sig in INT TERM; do
     expect_eq "status" "$("$PY" -c 'import json; print(json.load(open("long.report.json"))["status"])')" interrupted
     expect_eq "cancelled step" "$("$PY" -c 'import json; r=json.load(open("long.report.json")); print(r["steps"][2]["error"]["code"])')" ECANCELED
     # its own pid, not a process search: other tests may sleep too
-    expect_true "the sleeping command started" test -s sleeper.pid
+    # ($$$$ in the job is the shell's $$: its pid, which exec keeps)
+    expect_true "the sleeping command started" grep -qx '[0-9][0-9]*' sleeper.pid
     expect_true "the sleeping command was killed" bash -c '! kill -0 "$(cat sleeper.pid)" 2>/dev/null'
     show run.err
 done

@@ -430,6 +430,43 @@ START_TEST(directory_identity_covers_names_modes_links_contents)
 }
 END_TEST
 
+START_TEST(external_backing_chain_is_an_input)
+{
+    static const char job[] = "version: 1\nsteps:\n"
+                              "  - {id: top, op: overlay, image: top.qcow2,"
+                              " backing: mid.qcow2}\n";
+    struct df_create_opts o;
+    struct df_error err = { 0 };
+    char want[800], mid[700];
+    struct fx f;
+    FILE *fp;
+
+    fx_init(&f);
+    /* mid.qcow2 -> low.qcow2, both made outside the job */
+    df_create_opts_init(&o);
+    o.format = DF_FMT_QCOW2;
+    o.size = 1 << 20;
+    ck_assert_int_eq(df_image_create(path_in(&f, "low.qcow2"), &o, &err), 0);
+    o.backing_file = "low.qcow2";
+    o.backing_format = DF_FMT_QCOW2;
+    snprintf(mid, sizeof(mid), "%s", path_in(&f, "mid.qcow2"));
+    ck_assert_int_eq(df_image_create(mid, &o, &err), 0);
+    cycle(&f, job, NULL);
+    cycle(&f, job, NULL);
+    expect_reason(&f, "top", "up-to-date");
+    /* the job never names low.qcow2; a change there still counts */
+    fp = fopen(path_in(&f, "low.qcow2"), "a");
+    ck_assert_ptr_nonnull(fp);
+    fputs("more bytes", fp);
+    fclose(fp);
+    fx_load(&f, job, NULL);
+    fx_decide(&f, NULL);
+    snprintf(want, sizeof(want), "input-changed %s", mid);
+    expect_reason(&f, "top", want);
+    fx_cleanup(&f);
+}
+END_TEST
+
 /* ---- reasons ---- */
 
 static const char basic_job[] =
@@ -776,6 +813,7 @@ static Suite *incremental_suite(void)
     tcase_add_test(id, warm_stat_cache_reads_no_file);
     tcase_add_test(id, cached_hash_distrusted_within_the_window);
     tcase_add_test(id, directory_identity_covers_names_modes_links_contents);
+    tcase_add_test(id, external_backing_chain_is_an_input);
     tcase_add_test(rs, never_run_then_up_to_date);
     tcase_add_test(rs, definition_changed);
     tcase_add_test(rs, input_changed_names_the_path);

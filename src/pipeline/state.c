@@ -106,6 +106,14 @@ static int check_schema(struct state *st, struct df_error *err)
         pragma_int(st, "PRAGMA user_version", &version) != SQLITE_OK ||
         pragma_int(st, "SELECT count(*) FROM sqlite_master", &tables) !=
             SQLITE_OK) {
+        if (sqlite3_extended_errcode(st->db) == SQLITE_READONLY_ROLLBACK) {
+            /* a run was killed while recording a step: its journal must
+             * be rolled back, which a read-only opening may not do */
+            return df_fail(err, DF_E_IO, "state store '%s': a run was "
+                           "killed while writing it; the next 'diskforge "
+                           "run' repairs it (plan and --dry-run only read, "
+                           "and cannot)", st->path);
+        }
         return df_fail(err, DF_E_FORMAT, "'%s' is not a diskforge state "
                        "store (%s); delete it, or give another --state",
                        st->path, sqlite3_errmsg(st->db));

@@ -15,6 +15,9 @@
 #   - a run killed by SIGKILL (at several moments) or SIGINT, then run
 #     again, leaves outputs byte-identical to a clean build, and a store
 #     that passes PRAGMA integrity_check;
+#   - a store left with a hot journal (a writer killed inside a transaction):
+#     plan says so and exits 1 without writing; the next run rolls it back,
+#     finds the last committed records and passes PRAGMA integrity_check;
 #   - a store from a newer diskforge is refused;
 #   - every report matches docs/report.schema.json.
 . "$(dirname "$0")/lib.sh"
@@ -260,7 +263,38 @@ done
 kill_and_rerun INT 0.7
 cd "$T_TMP"
 
-# --- 8. a store from a newer diskforge ----------------------------------------
+# --- 8. a writer killed inside a transaction ----------------------------------
+set_case "hot journal"
+cd "$T_TMP/why"
+cat > hold.py <<'PY'
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('PRAGMA cache_size=1')          # spill to the file: a hot journal
+c.execute('BEGIN IMMEDIATE')
+c.execute('DELETE FROM step')
+for i in range(3000):
+    c.execute("INSERT INTO file_hash VALUES (?,1,1,1,1,?,1,NULL)", ('junk%d' % i, 'b' * 64))
+print('held', flush=True)
+time.sleep(60)
+PY
+"$PY" hold.py .diskforge/why.db > hold.out &
+holder=$!
+for _ in $(seq 100); do grep -q held hold.out && break; sleep 0.1; done
+kill -9 "$holder"
+wait "$holder" 2>/dev/null || true
+expect_true "the killed writer left a journal" test -s .diskforge/why.db-journal
+before=$(sha_of .diskforge/why.db)
+run_df plan why.yaml --set size=32M
+expect_eq "plan: exit" "$DF_RC" 1
+expect_true "plan: says a run was killed while writing" grep -q "killed while writing" "$DF_ERR"
+expect_eq "plan: the store is untouched" "$(sha_of .diskforge/why.db)" "$before"
+df_ok run why.yaml --set size=32M --report r10.json
+expect_eq "run: the last committed records" "$(ran r10.json)" hello
+expect_true "run: the journal is gone" test ! -e .diskforge/why.db-journal
+expect_eq "run: store integrity" "$(integrity .diskforge/why.db)" ok
+cd "$T_TMP"
+
+# --- 9. a store from a newer diskforge ----------------------------------------
 set_case "newer store"
 "$PY" -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("PRAGMA user_version=7"); c.commit()' why/.diskforge/why.db
 run_df run why/why.yaml

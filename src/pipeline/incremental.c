@@ -339,6 +339,10 @@ void incr_def_fingerprint(const struct job *job, const struct job_step *s,
             feed_key(md, job, s, (enum job_key)k);
         }
     }
+    if (s->op == JOB_OP_COMMAND) {
+        /* passed to the program, and meant to change its bytes (§6) */
+        feed_str(md, "SOURCE_DATE_EPOCH", getenv("SOURCE_DATE_EPOCH"));
+    }
     finish_hex(md, hex);
 }
 

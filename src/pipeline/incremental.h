@@ -8,7 +8,8 @@
  * - A step's definition fingerprint is a SHA-256 over its op, every key
  *   but id, description and needs (values after ${} substitution and
  *   defaults, paths relative to the job file's directory) and
- *   INCR_ENGINE_FORMAT.
+ *   INCR_ENGINE_FORMAT; a command's also covers SOURCE_DATE_EPOCH, which
+ *   its program gets.
  * - The identity of a path a step reads is, when an earlier step of the
  *   job wrote it, that writer's output identity: a SHA-256 of the writer's
  *   definition fingerprint and the identities of everything it read (its

@@ -2,6 +2,7 @@
 # reproducible.sh - `run --expect-reproducible` and `run --events` (SPEC §6):
 #   - the jobs in jobs/ rebuilt with --expect-reproducible give the same
 #     bytes: exit 0, every step forced and "reproducible": true;
+#   - SOURCE_DATE_EPOCH is part of a command step's definition (only);
 #   - a job whose command writes the time fails, exit 1, naming that step
 #     (and only it) on stderr, "reproducible": false in the report; on a
 #     first run (no record) the field is null;
@@ -55,6 +56,13 @@ expect_eq "report" "$(rjson s2.json "[(s['id'], s['reproducible']) for s in r['s
 expect_eq "report status" "$(rjson s2.json "r['status']")" failed
 report_ok s1.json
 report_ok s2.json
+# SOURCE_DATE_EPOCH is part of a command's definition, and only a command's
+export SOURCE_DATE_EPOCH=1234567890
+df_ok run stamp.yaml --report s3.json
+unset SOURCE_DATE_EPOCH
+expect_eq "SOURCE_DATE_EPOCH set: reruns the commands only" \
+    "$(rjson s3.json "[(s['id'], s['reason']) for s in r['steps']]")" \
+    "[('fixed', 'definition-changed'), ('stamp', 'definition-changed'), ('img', 'up-to-date')]"
 
 # --- write: the same bytes, sparse or not, give the same image -----------------------
 set_case "write by content"

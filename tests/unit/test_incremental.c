@@ -284,6 +284,35 @@ START_TEST(def_fp_covers_the_engine_format_version)
 }
 END_TEST
 
+START_TEST(def_fp_of_a_command_covers_source_date_epoch)
+{
+    static const char text[] = "version: 1\nsteps:\n"
+                               "  - {id: x, op: command, argv: [date],"
+                               " outputs: [t.txt]}\n";
+    char *saved = getenv("SOURCE_DATE_EPOCH");
+    struct fx f;
+    char a[65], b[65], c[65];
+
+    saved = saved ? strdup(saved) : NULL;
+    fx_init(&f);
+    unsetenv("SOURCE_DATE_EPOCH");
+    fingerprint_of(&f, text, "x", NULL, 1, a);
+    setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+    fingerprint_of(&f, text, "x", NULL, 1, b);
+    setenv("SOURCE_DATE_EPOCH", "1700000001", 1);
+    fingerprint_of(&f, text, "x", NULL, 1, c);
+    ck_assert_str_ne(a, b);
+    ck_assert_str_ne(b, c);
+    if (saved) {
+        setenv("SOURCE_DATE_EPOCH", saved, 1);
+    } else {
+        unsetenv("SOURCE_DATE_EPOCH");
+    }
+    free(saved);
+    fx_cleanup(&f);
+}
+END_TEST
+
 /* ---- identities ---- */
 
 static const char chain_job[] =
@@ -808,6 +837,7 @@ static Suite *incremental_suite(void)
     tcase_add_test(fp, def_fp_ignores_id_description_needs);
     tcase_add_test(fp, def_fp_covers_every_key_after_substitution_and_defaults);
     tcase_add_test(fp, def_fp_covers_the_engine_format_version);
+    tcase_add_test(fp, def_fp_of_a_command_covers_source_date_epoch);
     tcase_add_test(id, written_path_is_known_by_its_writers_fingerprint);
     tcase_add_test(id, external_input_is_known_by_its_content);
     tcase_add_test(id, warm_stat_cache_reads_no_file);

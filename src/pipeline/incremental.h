@@ -70,8 +70,8 @@ struct incr;
  * what it recorded, and decide for every step whether it runs and why.
  * Writable: the default store's .diskforge/ directory is created, and the
  * new content hashes are written.  Returns 0, or -DF_E_* with @err set (a
- * store that cannot be opened or is too new; an unknown --rebuild id is
- * the caller's check: see incr_find_step()).
+ * store that cannot be opened, is foreign or too new).  Ids in @o->rebuild
+ * must be the job's (job_find_step()): the caller checks them first.
  */
 int incr_open(const struct dag *dag, const struct incr_opts *o,
               struct incr **out, struct df_error *err);

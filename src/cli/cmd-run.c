@@ -11,14 +11,21 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "events.h"
+#include "incremental.h"
 #include "pipeline.h"
 
 static const char usage_text[] =
     "usage: diskforge run JOB.yaml [-j N] [--report FILE] [--keep-going]\n"
-    "                     [--dry-run] [--set NAME=VALUE]...\n"
+    "                     [--dry-run] [--set NAME=VALUE]... [--force]\n"
+    "                     [--rebuild ID]... [--state FILE] [--sums FILE]\n"
+    "                     [--events FILE|-] [--expect-reproducible]\n"
     "\n"
-    "Run the steps of JOB.yaml, each as soon as the steps it depends on\n"
-    "have succeeded, at most N at a time, and write a JSON report.\n"
+    "Run the steps of JOB.yaml that are not up to date, each as soon as the\n"
+    "steps it depends on are done, at most N at a time, and write a JSON\n"
+    "report.  A step is up to date when its definition, the identity of\n"
+    "everything it reads and the files it left are what the state store\n"
+    "recorded when it last succeeded (docs/incremental.md).\n"
     "\n"
     "  -j, --jobs N       run at most N steps at once (default: the number\n"
     "                     of online CPUs)\n"
@@ -26,8 +33,21 @@ static const char usage_text[] =
     "                     beside the job file)\n"
     "  -k, --keep-going   after a failure, still run the steps that do not\n"
     "                     depend on it (default: start nothing new)\n"
-    "  -n, --dry-run      print the plan, run nothing, write no report\n"
+    "  -n, --dry-run      print the plan with why each step would run (or\n"
+    "                     that it is up to date); run and write nothing\n"
     "  --set NAME=VALUE   override (or define) the job variable NAME\n"
+    "  --force            run every step (reason 'forced')\n"
+    "  --rebuild ID       run step ID (reason 'forced') and what depends on\n"
+    "                     it; repeatable\n"
+    "  --state FILE       the state store (default: .diskforge/NAME.db beside\n"
+    "                     the job file)\n"
+    "  --sums FILE        write the SHA-256 of every file the job makes, as\n"
+    "                     `sha256sum -c` reads them in FILE's directory\n"
+    "  --events FILE|-    write one JSON object per line as the run goes\n"
+    "                     (-: stdout, and progress goes to stderr)\n"
+    "  --expect-reproducible\n"
+    "                     run every step and fail (exit 1) naming each step\n"
+    "                     whose outputs' sha256 differ from the last run's\n"
     "  -h, --help         show this help\n"
     "\n"
     "SIGINT or SIGTERM cancels the running steps, removes their temporary\n"
@@ -66,11 +86,31 @@ static void catch_signals(void)
 struct run_args {
     const char *job_path;
     const char *report;
+    const char *state;
+    const char *sums;
+    const char *events;
     unsigned threads;
+    bool expect_reproducible;
     bool keep_going;
     bool dry_run;
+    bool force;
+    const char **rebuild;
+    size_t n_rebuild;
     struct job_vars set;
 };
+
+static int add_rebuild(struct run_args *a, const char *id)
+{
+    const char **v = realloc(a->rebuild, (a->n_rebuild + 1) * sizeof(*v));
+
+    if (!v) {
+        cli_error("out of memory");
+        return CLI_FAIL;
+    }
+    a->rebuild = v;
+    v[a->n_rebuild++] = id;
+    return CLI_OK;
+}
 
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
@@ -80,6 +120,12 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         { "keep-going", no_argument, NULL, 'k' },
         { "dry-run", no_argument, NULL, 'n' },
         { "set", required_argument, NULL, 's' },
+        { "force", no_argument, NULL, 'f' },
+        { "rebuild", required_argument, NULL, 'B' },
+        { "state", required_argument, NULL, 'S' },
+        { "sums", required_argument, NULL, 'U' },
+        { "events", required_argument, NULL, 'E' },
+        { "expect-reproducible", no_argument, NULL, 'R' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -102,6 +148,16 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         case 'r': a->report = optarg; break;
         case 'k': a->keep_going = true; break;
         case 'n': a->dry_run = true; break;
+        case 'f': a->force = true; break;
+        case 'B':
+            if (add_rebuild(a, optarg) != CLI_OK) {
+                return CLI_FAIL;
+            }
+            break;
+        case 'S': a->state = optarg; break;
+        case 'U': a->sums = optarg; break;
+        case 'E': a->events = optarg; break;
+        case 'R': a->expect_reproducible = true; break;
         case 's':
             if (cli_job_set("run", &a->set, optarg) != CLI_OK) {
                 return CLI_USAGE;
@@ -114,23 +170,25 @@ static int parse_args(int argc, char **argv, struct run_args *a)
     return cli_job_operand("run", argc, argv, &a->job_path);
 }
 
-static void print_summary(const struct run *run, const char *report)
+static void print_summary(FILE *out, const struct run *run,
+                          const char *report)
 {
     size_t n[STEP_UP_TO_DATE + 1] = { 0 };
 
     for (size_t i = 0; i < run->dag->n; i++) {
         n[run->steps[i].status]++;
     }
-    printf("%s %s: %zu step%s, %zu succeeded, %zu failed, %zu skipped in "
-           "%.2f s with %u thread%s\n",
+    fprintf(out, "%s %s: %zu step%s, %zu succeeded, %zu failed, %zu skipped, "
+           "%zu up to date in %.2f s with %u thread%s\n",
            run->job->name, run_status_name(run->status), run->dag->n,
            run->dag->n == 1 ? "" : "s", n[STEP_SUCCEEDED], n[STEP_FAILED],
-           n[STEP_SKIPPED], (double)run->duration_ms / 1000.0, run->threads,
+           n[STEP_SKIPPED], n[STEP_UP_TO_DATE],
+           (double)run->duration_ms / 1000.0, run->threads,
            run->threads == 1 ? "" : "s");
     if (report) {
-        printf("report: %s\n", report);
+        fprintf(out, "report: %s\n", report);
     }
-    fflush(stdout);
+    fflush(out);
     for (size_t i = 0; i < run->dag->n; i++) {
         if (run->steps[i].status == STEP_FAILED) {
             cli_error("step '%s' failed: %s", run->job->steps[i].id,
@@ -139,11 +197,48 @@ static void print_summary(const struct run *run, const char *report)
     }
 }
 
-static int run_loaded(struct run_args *a, const struct job *job,
-                      const struct dag *dag)
+/* --sums FILE: the hashes of what the job made, for sha256sum -c. */
+static int write_sums(const struct run_args *a, const struct incr *in,
+                      const struct run *run)
 {
+    struct df_error err = { 0 };
+    size_t missing = 0;
+
+    if (incr_write_sums(in, run, a->sums, &missing, &err) < 0) {
+        cli_error("%s", err.msg);
+        return CLI_FAIL;
+    }
+    if (missing) {
+        cli_error("%s: %zu file%s left out: the step%s that make%s them "
+                  "did not succeed", a->sums, missing, missing == 1 ? "" : "s",
+                  missing == 1 ? "" : "s", missing == 1 ? "s" : "");
+    }
+    return CLI_OK;
+}
+
+/* --expect-reproducible: name each step whose outputs differ; the run
+ * fails when one does. */
+static void check_reproducible(struct run *run)
+{
+    for (size_t i = 0; i < run->dag->n; i++) {
+        if (run->steps[i].reproducible == RUN_REPRO_DIFFERENT) {
+            cli_error("step '%s' is not reproducible: its output differs "
+                      "from the previous run's", run->job->steps[i].id);
+            if (run->status == RUN_SUCCEEDED) {
+                run->status = RUN_FAILED;
+            }
+        }
+    }
+}
+
+static int run_loaded(struct run_args *a, const struct job *job,
+                      const struct dag *dag, struct incr *in)
+{
+    /* with --events -, stdout carries the events alone */
+    FILE *human = a->events && !strcmp(a->events, "-") ? stderr : stdout;
     struct run_observer ob;
     struct progress prog;
+    struct events ev = { 0 };
     struct run_opts opts = { 0 };
     struct df_error err = { 0 };
     char *report_path = NULL;
@@ -157,24 +252,51 @@ static int run_loaded(struct run_args *a, const struct job *job,
         cli_error("out of memory");
         return CLI_FAIL;
     }
-    progress_init(&prog, &ob, stdout, isatty(STDOUT_FILENO));
+    progress_init(&prog, &ob, human, isatty(fileno(human)));
     opts.threads = a->threads;
     opts.keep_going = a->keep_going;
     opts.observer = &ob;
     opts.should_stop = should_stop;
+    opts.hooks = incr_hooks(in);
+    if (a->events) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (events_open(&ev, a->events, &ob, dag->n, &err) < 0) {
+            free(report_path);
+            return cli_fail(&err);
+        }
+        opts.observer = events_observer(&ev);
+        events_run_start(&ev, job, a->threads ? a->threads
+                                              : (unsigned)(cpus > 0 ? cpus
+                                                                    : 1));
+    }
     catch_signals();
     run = job_run(job, dag, &opts, &err);
     progress_end(&prog);
     if (!run) {
+        events_close(&ev);
         free(report_path);
         return cli_fail(&err);
+    }
+    if (a->expect_reproducible) {
+        check_reproducible(run);
+    }
+    if (a->events) {
+        events_run_finish(&ev, run);
+        events_close(&ev);
     }
     report = report_build(run);
     ret = report ? report_write(report, report_path, &err) : -DF_E_NOMEM;
     json_decref(report);
-    print_summary(run, ret == 0 ? report_path : NULL);
+    print_summary(human, run, ret == 0 ? report_path : NULL);
     if (ret < 0) {
         cli_error("%s", err.code ? err.msg : "cannot build the report");
+    }
+    if (incr_store_error(in)) {
+        cli_error("warning: %s (the steps it did not record will run "
+                  "again next time)", incr_store_error(in)->msg);
+    }
+    if (a->sums && write_sums(a, in, run) != CLI_OK) {
+        ret = -DF_E_IO;
     }
     ret = run->status == RUN_INTERRUPTED ? CLI_INTERRUPTED
           : run->status == RUN_FAILED || ret < 0 ? CLI_FAIL
@@ -188,9 +310,38 @@ static int run_loaded(struct run_args *a, const struct job *job,
     return ret;
 }
 
+/* Check --rebuild, open the store and decide what runs. */
+static int open_state(const struct run_args *a, const struct dag *dag,
+                      struct incr **in)
+{
+    struct incr_opts o = { 0 };
+    struct df_error err = { 0 };
+
+    *in = NULL;
+    for (size_t k = 0; k < a->n_rebuild; k++) {
+        if (!job_find_step(dag->job, a->rebuild[k])) {
+            return cli_usage("run", "--rebuild: the job has no step '%s'",
+                             a->rebuild[k]);
+        }
+    }
+    o.state_path = a->state;
+    o.writable = !a->dry_run;
+    o.force = a->force;
+    o.expect_reproducible = a->expect_reproducible;
+    o.rebuild = a->rebuild;
+    o.n_rebuild = a->n_rebuild;
+    o.window_ns = INCR_DISTRUST_NS;
+    if (incr_open(dag, &o, in, &err) < 0) {
+        cli_error("%s", err.msg);
+        return CLI_FAIL;
+    }
+    return CLI_OK;
+}
+
 int cmd_run(int argc, char **argv)
 {
     struct run_args a = { 0 };
+    struct incr *in = NULL;
     struct job_diags diags;
     struct job *job;
     struct dag *dag;
@@ -198,19 +349,23 @@ int cmd_run(int argc, char **argv)
 
     if (ret != CLI_OK) {
         job_vars_release(&a.set);
+        free(a.rebuild);
         return ret < 0 ? CLI_OK : ret; /* -1: --help */
     }
     if (cli_job_load(a.job_path, &a.set, &job, &dag, &diags) != CLI_OK) {
         job_diags_release(&diags);
         job_vars_release(&a.set);
+        free(a.rebuild);
         return CLI_USAGE;
     }
-    if (a.dry_run) {
-        plan_print(dag, PLAN_TEXT, stdout);
-        ret = CLI_OK;
-    } else {
-        ret = run_loaded(&a, job, dag);
+    ret = open_state(&a, dag, &in);
+    if (ret == CLI_OK && a.dry_run) {
+        plan_print(dag, incr_reasons(in), PLAN_TEXT, stdout);
+    } else if (ret == CLI_OK) {
+        ret = run_loaded(&a, job, dag, in);
     }
+    incr_free(in);
+    free(a.rebuild);
     dag_free(dag);
     job_free(job);
     job_diags_release(&diags);

@@ -334,6 +334,19 @@ uint64_t job_op_required_keys(enum job_op op)
     return op_keys[op].required;
 }
 
+size_t job_name_stem(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n > 5 && !strcmp(name + n - 5, ".yaml")) {
+        return n - 5;
+    }
+    if (n > 4 && !strcmp(name + n - 4, ".yml")) {
+        return n - 4;
+    }
+    return n;
+}
+
 /* ---- edit distance for "did you mean" ---- */
 
 int job_edit_distance(const char *a, const char *b)

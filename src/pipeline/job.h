@@ -234,6 +234,9 @@ char *job_path_relative(const char *from_dir, const char *target);
 
 /* ---- small helpers shared by the pipeline files ---- */
 
+/* The length of @name without its ".yaml" or ".yml" ending. */
+size_t job_name_stem(const char *name);
+
 /* Levenshtein distance, capped at 100. */
 int job_edit_distance(const char *a, const char *b);
 

@@ -249,21 +249,64 @@ static int check_range(struct op_ctx *ctx, struct df_image *img,
     return 0;
 }
 
-/* Host-file ranges: data, or a hole (reads as zeros). */
-static off_t next_hole_or_end(int fd, off_t pos, off_t end)
+/* The unit in which `write` decides data or zeros: the image's cluster
+ * (qcow2), else 4 KiB. */
+static uint64_t write_grain(struct df_image *img)
 {
-    off_t h = lseek(fd, pos, SEEK_HOLE);
+    struct df_info in;
+    struct df_error err = { 0 };
 
-    return h < 0 || h > end ? end : h;
+    if (df_image_info(img, &in, &err) == 0 && in.cluster_size >= 512 &&
+        in.cluster_size <= IO_CHUNK) {
+        return in.cluster_size;
+    }
+    return 4096;
 }
 
+/* Write @n bytes of @buf at guest offset @off, one grain at a time (grains
+ * aligned in the guest): an all-zero grain as zeros, another as data. */
+static int write_grains(struct op_ctx *ctx, struct df_image *img,
+                        const unsigned char *buf, size_t n, uint64_t off,
+                        uint64_t grain)
+{
+    size_t i = 0;
+    int ret = 0;
+
+    while (ret == 0 && i < n) {
+        size_t len = (size_t)DF_MIN_U64(grain - (off + i) % grain, n - i);
+        /* a run of pieces of one kind is one call */
+        bool zero = buf[i] == 0 && !memcmp(buf + i, buf + i + 1, len - 1);
+        size_t run = len;
+        while (i + run < n) {
+            size_t next = (size_t)DF_MIN_U64(grain, n - i - run);
+            const unsigned char *p = buf + i + run;
+            bool z = p[0] == 0 && !memcmp(p, p + 1, next - 1);
+            if (z != zero) {
+                break;
+            }
+            run += next;
+        }
+        ret = zero ? df_image_write_zeroes(img, off + i, run,
+                                           DF_ZERO_MAY_UNMAP, &ctx->err)
+                   : df_image_pwrite(img, buf + i, run, off + i, &ctx->err);
+        i += run;
+    }
+    return ret;
+}
+
+/*
+ * The bytes of a host file into the image.  Data or zeros is decided per
+ * grain by content, never by the host file's holes, so the same bytes give
+ * the same image whether the file was copied sparse or not (SPEC §6).
+ * Reads are in chunks aligned to the grain in the guest.
+ */
 static int op_write(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
     struct df_image *img = NULL;
     unsigned char *buf = NULL;
     struct stat st;
-    uint64_t done = 0, len;
+    uint64_t done = 0, len, grain = 4096;
     int fd, ret = 0;
 
     fd = open(s->from, O_RDONLY | O_CLOEXEC);
@@ -281,48 +324,25 @@ static int op_write(struct op_ctx *ctx)
         goto out;
     }
     ret = check_range(ctx, img, s->offset, len);
+    grain = write_grain(img);
     buf = ret == 0 ? malloc(IO_CHUNK) : NULL;
     if (ret == 0 && !buf) {
         ret = fail(ctx, DF_E_NOMEM, "out of memory");
     }
     op_progress(ctx, 0, len);
     while (ret == 0 && done < len) {
-        off_t pos = (off_t)done;
-        off_t data = lseek(fd, pos, SEEK_DATA);
-        if (data < 0) {
-            /* ENXIO: only a hole remains; else no SEEK_DATA: all data */
-            data = errno == ENXIO ? (off_t)len : pos;
+        /* end each chunk on a grain boundary of the guest */
+        uint64_t off = s->offset + done;
+        size_t n = (size_t)DF_MIN_U64(IO_CHUNK - off % grain, len - done);
+        ssize_t got = pread(fd, buf, n, (off_t)done);
+        if (got <= 0) {
+            ret = got < 0 ? df_fail_sys(&ctx->err, "cannot read '%s'", s->from)
+                          : fail(ctx, DF_E_IO, "'%s' shrank while being "
+                                 "written", s->from);
+            break;
         }
-        if ((uint64_t)data > len) {
-            data = (off_t)len;
-        }
-        if (data > pos) {
-            /* a hole of the host file: make the image read zeros there */
-            ret = df_image_write_zeroes(img, s->offset + done,
-                                        (uint64_t)(data - pos),
-                                        DF_ZERO_MAY_UNMAP, &ctx->err);
-            done = (uint64_t)data;
-        } else {
-            off_t end = next_hole_or_end(fd, pos, (off_t)len);
-            size_t n = (size_t)DF_MIN_U64((uint64_t)(end - pos), IO_CHUNK);
-            ssize_t got = n ? pread(fd, buf, n, pos) : 0;
-            if (got <= 0) {
-                ret = got < 0 ? df_fail_sys(&ctx->err, "cannot read '%s'",
-                                            s->from)
-                              : fail(ctx, DF_E_IO, "'%s' shrank while "
-                                     "being written", s->from);
-                break;
-            }
-            n = (size_t)got;
-            if (buf[0] == 0 && !memcmp(buf, buf + 1, n - 1)) {
-                ret = df_image_write_zeroes(img, s->offset + done, n,
-                                            DF_ZERO_MAY_UNMAP, &ctx->err);
-            } else {
-                ret = df_image_pwrite(img, buf, n, s->offset + done,
-                                      &ctx->err);
-            }
-            done += n;
-        }
+        ret = write_grains(ctx, img, buf, (size_t)got, off, grain);
+        done += (uint64_t)got;
         if (ret == 0 && op_progress(ctx, done, len)) {
             ret = cancelled(ctx, s->image);
         }

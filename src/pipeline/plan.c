@@ -177,7 +177,13 @@ static const char *why_key(enum dag_why why)
     return "?";
 }
 
-static void print_text(const struct dag *dag, FILE *out)
+static bool is_up_to_date(const char *reason)
+{
+    return reason && !strcmp(reason, "up-to-date");
+}
+
+static void print_text(const struct dag *dag, const char *const *reasons,
+                       FILE *out)
 {
     const struct job *job = dag->job;
     size_t *w = waves(dag), nw = 0;
@@ -194,6 +200,11 @@ static void print_text(const struct dag *dag, FILE *out)
                 w ? w[i] + 1 : 0);
         fprintf(out, "    does: %s\n", sum ? sum : "?");
         free(sum);
+        if (reasons && is_up_to_date(reasons[i])) {
+            fputs("    up to date: does not run\n", out);
+        } else if (reasons) {
+            fprintf(out, "    runs: %s\n", reasons[i]);
+        }
         if (s->description) {
             fprintf(out, "    description: %s\n", s->description);
         }
@@ -211,7 +222,7 @@ static void print_text(const struct dag *dag, FILE *out)
     free(w);
 }
 
-json_t *plan_json(const struct dag *dag)
+json_t *plan_json(const struct dag *dag, const char *const *reasons)
 {
     const struct job *job = dag->job;
     json_t *root = json_object(), *steps = json_array();
@@ -231,6 +242,11 @@ json_t *plan_json(const struct dag *dag)
         free(sum);
         json_object_set_new(o, "wave", json_integer(w ? (json_int_t)w[i] + 1
                                                        : 0));
+        if (reasons) {
+            json_object_set_new(o, "up_to_date",
+                                json_boolean(is_up_to_date(reasons[i])));
+            json_object_set_new(o, "reason", report_str(reasons[i]));
+        }
         for (size_t k = 0; k < n->reads.n; k++) {
             json_array_append_new(reads, report_str(n->reads.v[k]));
         }
@@ -334,16 +350,17 @@ static void print_dot(const struct dag *dag, FILE *out)
     fputs("}\n", out);
 }
 
-void plan_print(const struct dag *dag, enum plan_format fmt, FILE *out)
+void plan_print(const struct dag *dag, const char *const *reasons,
+                enum plan_format fmt, FILE *out)
 {
     json_t *j;
 
     switch (fmt) {
     case PLAN_TEXT:
-        print_text(dag, out);
+        print_text(dag, reasons, out);
         break;
     case PLAN_JSON:
-        j = plan_json(dag);
+        j = plan_json(dag, reasons);
         json_dumpf(j, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         fputc('\n', out);
         json_decref(j);

@@ -85,8 +85,10 @@ static void on_start(void *opaque, const struct run *run, size_t i)
         draw(p, run);
         return;
     }
-    fprintf(p->out, "start %s (%s)\n", id_of(run, i),
-            job_op_name(run->job->steps[i].op));
+    fprintf(p->out, "start %s (%s)%s%s\n", id_of(run, i),
+            job_op_name(run->job->steps[i].op),
+            run->steps[i].reason ? ": " : "",
+            run->steps[i].reason ? run->steps[i].reason : "");
     fflush(p->out);
 }
 
@@ -109,6 +111,11 @@ static void on_finish(void *opaque, const struct run *run, size_t i)
         fprintf(p->out, "[%zu/%zu] FAILED %s (%s): %s\n", run->n_finished,
                 run->dag->n, id_of(run, i),
                 job_op_name(run->job->steps[i].op), rs->ctx.err.msg);
+        break;
+    case STEP_UP_TO_DATE:
+        fprintf(p->out, "[%zu/%zu] up to date %s (%s)\n", run->n_finished,
+                run->dag->n, id_of(run, i),
+                job_op_name(run->job->steps[i].op));
         break;
     case STEP_SKIPPED:
         fprintf(p->out, "[%zu/%zu] skipped %s: %s\n", run->n_finished,

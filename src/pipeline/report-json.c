@@ -166,6 +166,14 @@ static json_t *step_json(const struct run *run, size_t i)
         json_object_set_new(o, "description", report_str(s->description));
     }
     json_object_set_new(o, "status", json_string(step_status_name(rs->status)));
+    json_object_set_new(o, "reason", report_str(rs->reason));
+    if (rs->reproducible != RUN_REPRO_UNCHECKED) {
+        json_object_set_new(o, "reproducible",
+                            rs->reproducible == RUN_REPRO_UNKNOWN
+                                ? json_null()
+                                : json_boolean(rs->reproducible ==
+                                               RUN_REPRO_SAME));
+    }
     json_object_set_new(o, "needs", report_needs(run->dag, i));
     json_object_set_new(o, "started_at", time_json(ran ? rs->started_ms : 0));
     json_object_set_new(o, "finished_at",
@@ -240,14 +248,9 @@ int report_write(json_t *report, const char *path, struct df_error *err)
 
 char *report_default_path(const char *job_path)
 {
-    size_t n = strlen(job_path);
+    size_t n = job_name_stem(job_path);
     char *out;
 
-    if (n > 5 && !strcmp(job_path + n - 5, ".yaml")) {
-        n -= 5;
-    } else if (n > 4 && !strcmp(job_path + n - 4, ".yml")) {
-        n -= 4;
-    }
     if (asprintf(&out, "%.*s.report.json", (int)n, job_path) < 0) {
         return NULL;
     }

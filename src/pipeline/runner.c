@@ -142,6 +142,9 @@ static void run_item(struct pool_item *item)
         ops->after(&rs->ctx, ret);
     }
     rs->ret = ret;
+    if (rs->run->opts.hooks && rs->run->opts.hooks->after) {
+        rs->run->opts.hooks->after(rs->run->opts.hooks->opaque, rs);
+    }
     rs->finished_ms = run_now_ms();
     rs->duration_ms = mono_ms() - t0;
 }
@@ -198,6 +201,9 @@ static void finish_step(struct run *run, struct run_step *rs,
         if (!run->opts.keep_going) {
             *stop_starting = true;
         }
+    }
+    if (run->opts.hooks && run->opts.hooks->finished) {
+        run->opts.hooks->finished(run->opts.hooks->opaque, rs);
     }
     if (ob && ob->finish) {
         ob->finish(ob->opaque, run, rs->index);
@@ -264,6 +270,36 @@ static void skip_unstarted(struct run *run, size_t first_failure)
     }
 }
 
+/* Ask the hooks which steps are up to date; those count as done. */
+static void mark_up_to_date(struct run *run)
+{
+    const struct run_hooks *h = run->opts.hooks;
+
+    if (!h || !h->skip) {
+        return;
+    }
+    for (size_t i = 0; i < run->dag->n; i++) {
+        struct run_step *rs = &run->steps[i];
+        if (!h->skip(h->opaque, rs)) {
+            continue;
+        }
+        rs->status = STEP_UP_TO_DATE;
+        run->n_finished++;
+        if (run->opts.observer && run->opts.observer->finish) {
+            run->opts.observer->finish(run->opts.observer->opaque, run, i);
+        }
+    }
+    for (size_t i = 0; i < run->dag->n; i++) {
+        const struct dag_node *n = &run->dag->nodes[i];
+        if (run->steps[i].status != STEP_UP_TO_DATE) {
+            continue;
+        }
+        for (size_t k = 0; k < n->n_succs; k++) {
+            run->steps[n->succs[k]].pending--;
+        }
+    }
+}
+
 struct run *job_run(const struct job *job, const struct dag *dag,
                     const struct run_opts *opts, struct df_error *err)
 {
@@ -302,7 +338,11 @@ struct run *job_run(const struct job *job, const struct dag *dag,
         atomic_init(&rs->ctx.done, 0);
         atomic_init(&rs->ctx.total, 0);
         rs->pending = dag->nodes[i].n_preds;
-        if (rs->pending == 0) {
+    }
+    mark_up_to_date(run);
+    for (size_t i = 0; i < dag->n; i++) {
+        if (run->steps[i].status == STEP_PENDING &&
+            run->steps[i].pending == 0) {
             heap_push(&ready, i);
         }
     }

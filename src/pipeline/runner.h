@@ -84,6 +84,34 @@ struct op_table {
 /* The engine's ops (ops.c). */
 extern const struct op_table job_engine_ops;
 
+struct run_step;
+
+/*
+ * Hooks for incremental runs (incremental.h gives the real ones).  All
+ * optional.  skip() is asked once per step on the scheduler thread before
+ * anything starts: true means the step is up to date and does not run (it
+ * may fill the step's ctx.outputs and ctx.result with what was recorded);
+ * either way it may set rs->reason.  after() runs on the worker right after
+ * the op (and op_table.after), e.g. to hash the outputs.  finished() runs
+ * on the scheduler thread when a step has succeeded or failed, before any
+ * step that depends on it starts: the one place where a run's state is
+ * written, so that writes are serialised.
+ */
+struct run_hooks {
+    void *opaque;
+    bool (*skip)(void *opaque, struct run_step *rs);
+    void (*after)(void *opaque, struct run_step *rs);
+    void (*finished)(void *opaque, struct run_step *rs);
+};
+
+/* --expect-reproducible: how a step's outputs compare with the last run. */
+enum run_repro {
+    RUN_REPRO_UNCHECKED, /* not asked: no "reproducible" in the report */
+    RUN_REPRO_UNKNOWN,   /* nothing recorded to compare with: null */
+    RUN_REPRO_SAME,      /* true */
+    RUN_REPRO_DIFFERENT, /* false */
+};
+
 struct run_step {
     struct pool_item item; /* the pool's link; first member */
     struct run *run;
@@ -96,6 +124,9 @@ struct run_step {
     int64_t finished_ms;
     int64_t duration_ms;     /* measured with the monotonic clock */
     char *skip_reason;       /* why a skipped step did not run */
+    const char *reason;      /* why it runs, or "up-to-date" (borrowed from
+                              * the hooks' owner); NULL without hooks */
+    enum run_repro reproducible; /* set by the hooks' finished() */
 };
 
 struct run_observer {
@@ -114,6 +145,7 @@ struct run_opts {
     /* polled on the scheduler thread; true stops the run (may be NULL) */
     bool (*should_stop)(void *opaque);
     void *stop_opaque;
+    const struct run_hooks *hooks; /* may be NULL: every step runs */
 };
 
 struct run {

@@ -33,9 +33,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (job) {
         struct dag *dag = dag_build(job, &diags);
         if (dag) {
-            plan_print(dag, PLAN_TEXT, sink);
-            plan_print(dag, PLAN_JSON, sink);
-            plan_print(dag, PLAN_DOT, sink);
+            plan_print(dag, NULL, PLAN_TEXT, sink);
+            plan_print(dag, NULL, PLAN_JSON, sink);
+            plan_print(dag, NULL, PLAN_DOT, sink);
             dag_free(dag);
         }
         job_free(job);

@@ -276,6 +276,31 @@ bytes_of() {
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
+# --- job runner reports -------------------------------------------------------
+
+# report_ok FILE: a run report valid against docs/report.schema.json
+# (needs python3-jsonschema: check with need_jsonschema first).
+report_ok() {
+    T_CHECKS=$((T_CHECKS + 1))
+    "$PY" "$T_SRC/tests/interop/pipeline_check_report.py" "$1" 2>"$T_TMP/.schema.err" ||
+        { bad "$(basename "$1") does not match the report schema"; show "$T_TMP/.schema.err"; }
+}
+# rjson FILE PYEXPR: print PYEXPR evaluated with r = the JSON in FILE.
+rjson() {
+    "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+# need_jsonschema: skip (77) without python3-jsonschema.
+need_jsonschema() {
+    "$PY" -c 'import jsonschema' 2>/dev/null ||
+        { echo "SKIP: $T_NAME: python3-jsonschema missing"; exit 77; }
+}
+# job_files: the jobs in jobs/ this machine can run (golden-image needs mke2fs).
+job_files() {
+    echo seed-walkthrough lab
+    command -v mke2fs >/dev/null && echo golden-image
+    return 0
+}
+
 # qemu_sha IMG FMT: sha256 of the guest bytes, as qemu-img converts them.
 qemu_sha() {
     local raw="$T_TMP/.qemu_sha.raw"

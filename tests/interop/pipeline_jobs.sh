@@ -7,18 +7,8 @@
 . "$(dirname "$0")/lib.sh"
 need_qemu
 command -v mke2fs >/dev/null || { echo "SKIP: $T_NAME: mke2fs not found"; exit 77; }
-CHECK_REPORT="$T_SRC/tests/interop/pipeline_check_report.py"
-"$PY" -c 'import jsonschema' 2>/dev/null ||
-    { echo "SKIP: $T_NAME: python3-jsonschema missing"; exit 77; }
+need_jsonschema
 
-report_ok() { # report_ok FILE: valid against the schema
-    T_CHECKS=$((T_CHECKS + 1))
-    "$PY" "$CHECK_REPORT" "$1" 2>"$T_TMP/.schema.err" ||
-        { bad "$(basename "$1") does not match the report schema"; show "$T_TMP/.schema.err"; }
-}
-rjson() { # rjson FILE PYEXPR: evaluate PYEXPR with r = the report
-    "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
-}
 step_status() { rjson "$1" "next(s['status'] for s in r['steps'] if s['id']=='$2')"; }
 raw_of() { qemu-img convert -O raw "$1" "$2"; }
 
@@ -39,7 +29,7 @@ done
 # --- seed walk-through --------------------------------------------------------
 set_case "seed-walkthrough: run"
 O=$T_TMP/seed-walkthrough
-df_ok run "$T_SRC/jobs/seed-walkthrough.yaml" -j 2 --set out="$O" --report "$O.json"
+df_ok run "$T_SRC/jobs/seed-walkthrough.yaml" -j 2 --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
 for f in prealloc-off prealloc-metadata prealloc-falloc prealloc-full base vm1 vm2; do
@@ -66,7 +56,7 @@ expect_eq "no temporary files left" "$(find "$O" -name '*.tmp' | wc -l)" 0
 # --- lab ----------------------------------------------------------------------
 set_case "lab: run"
 O=$T_TMP/lab
-df_ok run "$T_SRC/jobs/lab.yaml" -j 4 --set out="$O" --report "$O.json"
+df_ok run "$T_SRC/jobs/lab.yaml" -j 4 --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
 expect_eq "12 students succeeded" \
@@ -85,7 +75,7 @@ q_ok qemu-img compare "$T_TMP/lab-moved/students/student03.qcow2" "$T_TMP/lab-mo
 # --- golden image -------------------------------------------------------------
 set_case "golden-image: run"
 O=$T_TMP/golden-image
-run_df run "$T_SRC/jobs/golden-image.yaml" -j 2 --keep-going --set out="$O" --report "$O.json"
+run_df run "$T_SRC/jobs/golden-image.yaml" -j 2 --keep-going --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "exit code" "$DF_RC" 0 "$DF_ERR"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded

@@ -238,7 +238,7 @@ static char *capture(enum plan_format fmt)
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
 
-    plan_print(dag, fmt, f);
+    plan_print(dag, NULL, fmt, f);
     fclose(f);
     return buf;
 }

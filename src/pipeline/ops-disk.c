@@ -158,14 +158,17 @@ static const struct tool tool_mmd = { "mmd", "mtools" };
 static const struct tool tool_mcopy = { "mcopy", "mtools" };
 
 /* The program's path: PATH first, then /usr/sbin and /sbin (where Debian
- * keeps mke2fs and mkfs.vfat, outside a normal user's PATH). */
+ * keeps mke2fs and mkfs.vfat, outside a normal user's PATH); only the
+ * directories of DISKFORGE_TOOL_PATH when that is set (to pin the tools'
+ * versions, and for tests). */
 static char *find_tool(const char *name)
 {
-    const char *env = getenv("PATH");
+    const char *env = getenv("PATH"), *pin = getenv("DISKFORGE_TOOL_PATH");
     char *path = NULL, *dirs, *save = NULL;
 
-    if (asprintf(&dirs, "%s:/usr/sbin:/sbin", env ? env : "/usr/bin:/bin") <
-        0) {
+    if (pin ? asprintf(&dirs, "%s", pin) < 0
+            : asprintf(&dirs, "%s:/usr/sbin:/sbin",
+                       env ? env : "/usr/bin:/bin") < 0) {
         return NULL;
     }
     for (char *d = strtok_r(dirs, ":", &save); d;

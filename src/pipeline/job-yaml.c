@@ -647,7 +647,7 @@ static int get_part_attributes(struct reader *r, yaml_node_t *n,
     struct job_strv v = { 0 };
     int ret = get_strv(r, n, "attributes", false, &v);
 
-    for (size_t i = 0; ret == 0 && i < v.n; i++) {
+    for (size_t i = 0; i < v.n; i++) {
         unsigned bit;
         if (df_gpt_attr_parse(v.v[i], &bit) < 0) {
             struct job_loc l = v.loc[i];
@@ -759,6 +759,8 @@ static int get_partitions(struct reader *r, yaml_node_t *n,
         s->n_parts = i + 1;
         if (get_part(r, m, p) < 0) {
             ret = -1;
+        }
+        if (!p->name) {
             continue;
         }
         if (p->rest && i + 1 != count) {

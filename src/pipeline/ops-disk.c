@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "diskforge/image.h"
@@ -197,20 +198,21 @@ static int env_build(struct fs_env *e, long long epoch)
 {
     static const char *const ours[] = { "SOURCE_DATE_EPOCH=",
                                         "E2FSPROGS_FAKE_TIME=",
-                                        "MTOOLS_SKIP_CHECK=", "LC_ALL=" };
+                                        "MTOOLS_SKIP_CHECK=", "LC_ALL=",
+                                        "TZ=" };
     size_t n = 0;
 
     while (environ[n]) {
         n++;
     }
-    e->envp = calloc(n + 5, sizeof(*e->envp));
+    e->envp = calloc(n + 6, sizeof(*e->envp));
     e->n = 0;
     if (!e->envp) {
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         bool skip = false;
-        for (size_t k = 0; k < 4; k++) {
+        for (size_t k = 0; k < 5; k++) {
             skip |= !strncmp(environ[i], ours[k], strlen(ours[k]));
         }
         if (!skip) {
@@ -223,6 +225,8 @@ static int env_build(struct fs_env *e, long long epoch)
     }
     e->envp[e->n++] = strdup("MTOOLS_SKIP_CHECK=1");
     e->envp[e->n++] = strdup("LC_ALL=C");
+    /* mtools writes local time: make it UTC, as the FAT code below */
+    e->envp[e->n++] = strdup("TZ=UTC");
     for (size_t i = 0; i < e->n; i++) {
         if (!e->envp[i]) {
             return -1;
@@ -239,33 +243,37 @@ static void env_release(struct fs_env *e)
     free(e->envp);
 }
 
-/* The last non-empty line of @cap, at most 200 bytes (usually the reason). */
-static void last_line(const struct capture *cap, size_t *start, size_t *end)
+/* @cap's text for a message: at most 300 bytes from its end, lines joined
+ * with "; " (a tool's reason is often not on its last line). */
+static void output_text(const struct capture *cap, char *out, size_t size)
 {
-    size_t e = cap->len, b;
+    size_t b = cap->len > 300 ? cap->len - 300 : 0, o = 0;
 
-    while (e && (cap->buf[e - 1] == '\n' || cap->buf[e - 1] == '\r')) {
-        e--;
+    for (size_t i = b; i < cap->len && o + 3 < size; i++) {
+        char c = cap->buf[i];
+        if (c == '\n' || c == '\r') {
+            if (o && i + 1 < cap->len && out[o - 1] != ' ') {
+                out[o++] = ';';
+                out[o++] = ' ';
+            }
+        } else {
+            out[o++] = c;
+        }
     }
-    b = e;
-    while (b && cap->buf[b - 1] != '\n') {
-        b--;
+    while (o && (out[o - 1] == ' ' || out[o - 1] == ';')) {
+        o--;
     }
-    if (e - b > 200) {
-        b = e - 200;
-    }
-    *start = b;
-    *end = e;
+    out[o] = '\0';
 }
 
 /*
- * Run tool @t with @argv (argv[0] is replaced by its path) in @dir.  A
+ * Run tool @t with @argv (argv[0] is replaced by its path) in the current
+ * directory (the step's paths are resolved already).  A
  * missing tool names its Debian package; a failure quotes its last line.
  * With @out, the output is left there (caller frees out->buf).
  */
 static int run_tool(struct op_ctx *ctx, const struct tool *t, char **argv,
-                    const struct fs_env *env, const char *dir,
-                    struct capture *out)
+                    const struct fs_env *env, struct capture *out)
 {
     struct capture cap = { malloc(OUTPUT_LIMIT), 0, 0 };
     char *prog = find_tool(t->name);
@@ -287,22 +295,22 @@ static int run_tool(struct op_ctx *ctx, const struct tool *t, char **argv,
         return ret;
     }
     argv[0] = prog;
-    ret = op_spawn(ctx, prog, argv, env->envp, dir, pipefd[1], &pid);
+    ret = op_spawn(ctx, prog, argv, env->envp, NULL, pipefd[1], &pid);
     close(pipefd[1]);
     if (ret == 0) {
         int killed = op_supervise(ctx, pipefd[0], pid, &cap, &status);
-        size_t b, e;
-        last_line(&cap, &b, &e);
+        char text[320];
+        output_text(&cap, text, sizeof(text));
         if (killed) {
             ret = df_fail(&ctx->err, DF_E_CANCELED, "'%s': interrupted",
                           t->name);
         } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            ret = df_fail(&ctx->err, DF_E_IO, "%s failed (%s %d)%s%.*s",
+            ret = df_fail(&ctx->err, DF_E_IO, "%s failed (%s %d)%s%s",
                           t->name, WIFEXITED(status) ? "exit status"
                                                      : "signal",
                           WIFEXITED(status) ? WEXITSTATUS(status)
                                             : WTERMSIG(status),
-                          e > b ? ": " : "", (int)(e - b), cap.buf + b);
+                          *text ? ": " : "", text);
         }
     }
     close(pipefd[0]);
@@ -377,7 +385,7 @@ static int run_args(struct op_ctx *ctx, const struct tool *t, struct args *a,
                     const struct fs_env *env, struct capture *out)
 {
     int ret = a->oom ? df_fail(&ctx->err, DF_E_NOMEM, "out of memory")
-                     : run_tool(ctx, t, a->v, env, ctx->job->dir, out);
+                     : run_tool(ctx, t, a->v, env, out);
 
     args_release(a);
     return ret;
@@ -695,8 +703,87 @@ static int vfat_fill(struct op_ctx *ctx, const char *tmp,
     return ret;
 }
 
-static int build_vfat(struct op_ctx *ctx, const char *tmp,
-                      const struct fs_env *env, json_t *res)
+static uint16_t le16_at(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+/*
+ * mkfs.fat stamps the volume label's root directory entry with the
+ * current time (with --invariant, a time of its own): set its times to
+ * @epoch (UTC; FAT cannot record before 1980).  The root directory is the
+ * fixed area of FAT12/16 or the first cluster of FAT32's.
+ */
+static int vfat_fix_label_time(struct op_ctx *ctx, int fd, long long epoch)
+{
+    unsigned char bs[512], *dir = NULL;
+    time_t t = (time_t)(epoch < DF_DEFAULT_EPOCH ? DF_DEFAULT_EPOCH : epoch);
+    struct tm tm;
+    uint32_t bps, spc, rs, nf, root_ents, fatsz, first, len;
+    uint16_t dtime, ddate;
+    int ret = 0;
+
+    gmtime_r(&t, &tm);
+    dtime = (uint16_t)(tm.tm_hour << 11 | tm.tm_min << 5 | tm.tm_sec / 2);
+    ddate = (uint16_t)((tm.tm_year - 80) << 9 | (tm.tm_mon + 1) << 5 |
+                       tm.tm_mday);
+    if (pread(fd, bs, sizeof(bs), 0) != (ssize_t)sizeof(bs)) {
+        return df_fail_sys(&ctx->err, "cannot read the new vfat boot "
+                           "sector");
+    }
+    bps = le16_at(bs + 11);
+    spc = bs[13];
+    rs = le16_at(bs + 14);
+    nf = bs[16];
+    root_ents = le16_at(bs + 17);
+    fatsz = le16_at(bs + 22);
+    if (!fatsz) { /* FAT32 */
+        fatsz = (uint32_t)le16_at(bs + 36) | (uint32_t)le16_at(bs + 38) << 16;
+        first = (rs + nf * fatsz +
+                 (((uint32_t)le16_at(bs + 44) | (uint32_t)le16_at(bs + 46)
+                                                    << 16) - 2) * spc) * bps;
+        len = spc * bps;
+    } else {
+        first = (rs + nf * fatsz) * bps;
+        len = root_ents * 32;
+    }
+    if (bps < 512 || !spc || !len || len > (1u << 20)) {
+        return df_fail(&ctx->err, DF_E_FORMAT, "mkfs.vfat made a boot "
+                       "sector this op cannot read");
+    }
+    dir = malloc(len);
+    if (!dir) {
+        return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    if (pread(fd, dir, len, first) != (ssize_t)len) {
+        ret = df_fail_sys(&ctx->err, "cannot read the vfat root directory");
+    }
+    for (uint32_t o = 0; ret == 0 && o + 32 <= len && dir[o]; o += 32) {
+        unsigned char *e = dir + o;
+        if (e[0] == 0xe5 || e[11] != 0x08) {
+            continue; /* deleted, or not the label (long names are 0x0f) */
+        }
+        e[13] = 0;
+        e[14] = (unsigned char)dtime;
+        e[15] = (unsigned char)(dtime >> 8);
+        for (int k = 16; k <= 24; k += 2) {
+            if (k == 20) {
+                continue; /* high word of the first cluster */
+            }
+            e[k] = (unsigned char)(k == 22 ? dtime : ddate);
+            e[k + 1] = (unsigned char)((k == 22 ? dtime : ddate) >> 8);
+        }
+        if (pwrite(fd, e, 32, first + o) != 32) {
+            ret = df_fail_sys(&ctx->err, "cannot write the vfat root "
+                              "directory");
+        }
+    }
+    free(dir);
+    return ret;
+}
+
+static int build_vfat(struct op_ctx *ctx, const char *tmp, int fd,
+                      const struct fs_env *env, long long epoch, json_t *res)
 {
     const struct job_step *s = ctx->step;
     struct args a = { 0 };
@@ -718,6 +805,7 @@ static int build_vfat(struct op_ctx *ctx, const char *tmp,
                  g.b[2], g.b[3]);
     }
     arg_add(&a, "mkfs.vfat");
+    arg_add(&a, "--invariant"); /* before -i, which it would override */
     arg_add(&a, "-i");
     arg_add(&a, volid);
     if (s->label) {
@@ -725,6 +813,9 @@ static int build_vfat(struct op_ctx *ctx, const char *tmp,
         arg_add(&a, s->label);
     }
     ret = run_mkfs(ctx, &tool_mkfs_vfat, &a, tmp, env);
+    if (ret == 0) {
+        ret = vfat_fix_label_time(ctx, fd, epoch);
+    }
     if (ret == 0 && s->from) {
         ret = vfat_fill(ctx, tmp, env);
     }
@@ -961,7 +1052,8 @@ int op_filesystem(struct op_ctx *ctx)
         goto out;
     }
     res = result_of(ctx);
-    ret = s->fs_type == JOB_FS_VFAT ? build_vfat(ctx, tmp, &env, res)
+    ret = s->fs_type == JOB_FS_VFAT ? build_vfat(ctx, tmp, fd, &env, epoch,
+                                                 res)
                                     : build_ext4(ctx, tmp, &env, epoch, res);
     if (ret == 0) {
         ret = copy_into(ctx, img, fd, off, len, &cs);

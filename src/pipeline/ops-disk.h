@@ -27,7 +27,7 @@ struct capture {
 
 /*
  * op_spawn() - start @prog (a path, or a name looked up in PATH) with
- * @argv and @envp in directory @dir, stdin /dev/null, stdout and stderr to
+ * @argv and @envp in directory @dir (NULL: the current one), stdin /dev/null, stdout and stderr to
  * @out_fd, in its own process group, signals at their defaults.
  */
 int op_spawn(struct op_ctx *ctx, const char *prog, char *const argv[],

@@ -710,7 +710,9 @@ int op_spawn(struct op_ctx *ctx, const char *prog, char *const argv[],
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
     posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
-    posix_spawn_file_actions_addchdir_np(&fa, dir);
+    if (dir) {
+        posix_spawn_file_actions_addchdir_np(&fa, dir);
+    }
     posix_spawnattr_init(&attr);
     sigemptyset(&none);
     sigemptyset(&dfl);
@@ -730,7 +732,8 @@ int op_spawn(struct op_ctx *ctx, const char *prog, char *const argv[],
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
         errno = rc;
-        return df_fail_sys(&ctx->err, "cannot run '%s' in '%s'", prog, dir);
+        return df_fail_sys(&ctx->err, "cannot run '%s' in '%s'", prog,
+                           dir ? dir : ".");
     }
     return 0;
 }

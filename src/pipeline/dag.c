@@ -266,6 +266,7 @@ static void step_paths(struct builder *b, const struct job_step *s,
         writes(b, n, s->image);
         break;
     case JOB_OP_FILESYSTEM:
+    case JOB_OP_FILES:
         /* reads the partition table (the last writer of the image, by
          * write after write) and the host tree, writes the image */
         reads(b, n, s->from);

@@ -664,6 +664,32 @@ static int get_part_attributes(struct reader *r, yaml_node_t *n,
     return ret;
 }
 
+/* `to` of a files step: an absolute directory of the file system. */
+static int get_fs_dir(struct reader *r, yaml_node_t *n, char **out)
+{
+    char *t = get_text(r, n, "to"), *norm;
+
+    if (!t) {
+        return -1;
+    }
+    if (t[0] != '/' || strstr(t, "/../") || strpbrk(t, "\"\\\n") ||
+        (strlen(t) >= 3 && !strcmp(t + strlen(t) - 3, "/.."))) {
+        error_at(r, n, "'to' must be an absolute directory of the file "
+                 "system without '..', '\"', '\\' or newlines, not '%s'", t);
+        free(t);
+        return -1;
+    }
+    norm = job_path_normalize(t);
+    free(t);
+    if (!norm) {
+        error_at(r, n, "out of memory");
+        return -1;
+    }
+    free(*out);
+    *out = norm;
+    return 0;
+}
+
 /* One entry of `partitions`: {name, type, size, guid, attributes}. */
 static int get_part(struct reader *r, yaml_node_t *m, struct job_part *p)
 {
@@ -805,7 +831,9 @@ static int parse_key(struct reader *r, struct job_step *s, enum job_key k,
         ret = get_path(r, v, name, s->op == JOB_OP_CONVERT, &s->from);
         break;
     case JOB_KEY_TO:
-        ret = get_path(r, v, name, s->op == JOB_OP_CONVERT, &s->to);
+        ret = s->op == JOB_OP_FILES
+                  ? get_fs_dir(r, v, &s->to)
+                  : get_path(r, v, name, s->op == JOB_OP_CONVERT, &s->to);
         break;
     case JOB_KEY_A: ret = get_path(r, v, name, true, &s->a); break;
     case JOB_KEY_B: ret = get_path(r, v, name, true, &s->b); break;
@@ -1589,7 +1617,8 @@ static void check_disk_steps(struct reader *r)
         char *end;
         unsigned long num;
 
-        if (s->op != JOB_OP_FILESYSTEM || !s->image || !s->partition) {
+        if ((s->op != JOB_OP_FILESYSTEM && s->op != JOB_OP_FILES) ||
+            !s->image || !s->partition) {
             continue;
         }
         for (size_t j = i; j-- > 0;) {

@@ -202,6 +202,7 @@ static const char *const op_names[JOB_OP_COUNT] = {
     [JOB_OP_COMPARE] = "compare",   [JOB_OP_INFO] = "info",
     [JOB_OP_COMMAND] = "command",
     [JOB_OP_PARTITION] = "partition", [JOB_OP_FILESYSTEM] = "filesystem",
+    [JOB_OP_FILES] = "files",
 };
 
 const char *job_op_name(enum job_op op)
@@ -334,6 +335,9 @@ static const struct {
                                 K(TYPE) | K(LABEL) | K(UUID) | K(FROM) |
                                 K(OPTIONS),
                             K(IMAGE) | K(PARTITION) | K(TYPE) },
+    [JOB_OP_FILES] = { COMMON | K(IMAGE) | K(FORMAT) | K(PARTITION) |
+                           K(FROM) | K(TO),
+                       K(IMAGE) | K(PARTITION) | K(FROM) },
 };
 
 /* Keys `defaults:` may set: the options of create, overlay and convert. */
@@ -677,6 +681,9 @@ char *job_step_disk_text(const struct job_step *s)
         for (size_t i = 0; i < s->options.n; i++) {
             fprintf(f, "option=%s\n", s->options.v[i]);
         }
+    } else if (s->op == JOB_OP_FILES) {
+        fprintf(f, "partition=%s to=%s\n", s->partition ? s->partition : "",
+                s->to ? s->to : "/");
     }
     fclose(f);
     return out;

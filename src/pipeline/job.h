@@ -92,6 +92,7 @@ enum job_op {
     JOB_OP_COMMAND,
     JOB_OP_PARTITION,  /* SPEC §9 */
     JOB_OP_FILESYSTEM,
+    JOB_OP_FILES,
     JOB_OP_COUNT
 };
 
@@ -185,7 +186,8 @@ struct job_step {
     uint64_t bad_keys;                  /* present but invalid (reported) */
     struct job_loc key_loc[JOB_KEY_COUNT]; /* where each value is */
 
-    /* Paths, resolved against the job file's directory and normalised. */
+    /* Paths, resolved against the job file's directory and normalised
+     * (`to` of a files step: a directory of the file system, "/..."). */
     char *image, *backing, *from, *to, *a, *b;
     /* `backing` as written (after ${} substitution); "" = none (rebase) */
     char *backing_given;

@@ -471,11 +471,14 @@ struct sif_walk {
     long long epoch;
 };
 
+/* An inode's owner to root and its times to @epoch: the builder's uid
+ * and the host's file times never reach the image. */
 static void sif_times(FILE *f, const char *rel, long long epoch)
 {
     static const char *const fields[] = { "atime", "mtime", "ctime",
                                           "crtime" };
 
+    fprintf(f, "sif \"/%s\" uid 0\nsif \"/%s\" gid 0\n", rel, rel);
     for (size_t i = 0; i < 4; i++) {
         fprintf(f, "sif \"/%s\" %s @%lld\n", rel, fields[i], epoch);
     }
@@ -492,6 +495,28 @@ static int sif_entry(void *opaque, const char *rel, const struct stat *st)
                        rel);
     }
     sif_times(w->cmds, rel, w->epoch);
+    return 0;
+}
+
+/*
+ * debugfs exits 0 whatever its commands did: anything in @out but the
+ * banner, the echo of a command and "Allocated inode" (write) is an error.
+ */
+static int check_debugfs_output(struct op_ctx *ctx, const struct capture *out,
+                                 const char *what)
+{
+    const char *line = out->buf, *end = out->buf + out->len;
+
+    while (line && line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t len = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        if (len && strncmp(line, "debugfs", 7) != 0 &&
+            strncmp(line, "Allocated inode:", 16) != 0) {
+            return df_fail(&ctx->err, DF_E_IO, "debugfs %s: %.*s", what,
+                           (int)(len > 200 ? 200 : len), line);
+        }
+        line += len + 1;
+    }
     return 0;
 }
 
@@ -529,22 +554,9 @@ static int ext4_fix_times(struct op_ctx *ctx, const char *tmp,
         ret = run_args(ctx, &tool_debugfs, &a, env, &out);
     }
     if (ret == 0) {
-        /* debugfs exits 0 whatever its commands did: anything but the
-         * echo of a command and the banner is an error */
-        char *line = out.buf, *end = out.buf + out.len;
-        while (line < end) {
-            char *nl = memchr(line, '\n', (size_t)(end - line));
-            size_t len = nl ? (size_t)(nl - line) : (size_t)(end - line);
-            if (len && strncmp(line, "debugfs", 7) != 0) {
-                ret = df_fail(&ctx->err, DF_E_IO, "debugfs could not set "
-                              "the times: %.*s", (int)(len > 200 ? 200 : len),
-                              line);
-                break;
-            }
-            line += len + 1;
-        }
-        free(out.buf);
+        ret = check_debugfs_output(ctx, &out, "could not set the times");
     }
+    free(out.buf);
     unlink(cmdfile);
     free(cmdfile);
     args_release(&a);
@@ -895,18 +907,23 @@ static int put_chunk(struct op_ctx *ctx, struct df_image *img,
     return 0;
 }
 
-/* The file @fd (@len bytes) into the image at @base. */
+/*
+ * The file @fd (@len bytes) into the image at @base: only the 4 KiB blocks
+ * that differ from what the image holds, all-zero ones as zero ranges.
+ * An overlay thus gets just the delta, and a fresh image just the data.
+ */
 static int copy_into(struct op_ctx *ctx, struct df_image *img, int fd,
-                     uint64_t base, uint64_t len, struct copy_stats *cs)
+                         uint64_t base, uint64_t len, struct copy_stats *cs)
 {
-    unsigned char *buf = malloc(COPY_CHUNK);
+    unsigned char *mine = malloc(COPY_CHUNK), *theirs = malloc(COPY_CHUNK);
     uint64_t pos = 0;
     int ret = 0;
 
-    if (!buf) {
+    if (!mine || !theirs) {
+        free(mine);
+        free(theirs);
         return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
     }
-    op_progress(ctx, 0, len);
     while (ret == 0 && pos < len) {
         off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
         if (data < 0) {
@@ -916,32 +933,84 @@ static int copy_into(struct op_ctx *ctx, struct df_image *img, int fd,
             data = (off_t)len;
         }
         if ((uint64_t)data > pos) {
+            /* a hole: zero in the copy; was it zero in the image? */
             ret = zero_range(ctx, img, base + pos, (uint64_t)data - pos);
             cs->zero += (uint64_t)data - pos;
             pos = (uint64_t)data;
-        } else {
-            off_t hole = lseek(fd, (off_t)pos, SEEK_HOLE);
-            uint64_t end = hole < 0 || (uint64_t)hole > len ? len
-                                                            : (uint64_t)hole;
-            size_t n = end - pos > COPY_CHUNK ? COPY_CHUNK
-                                              : (size_t)(end - pos);
-            ssize_t got = pread(fd, buf, n, (off_t)pos);
-            if (got <= 0) {
-                ret = got < 0 ? df_fail_sys(&ctx->err, "cannot read the "
-                                            "temporary file system")
-                              : df_fail(&ctx->err, DF_E_IO, "the temporary "
-                                        "file system shrank");
+            continue;
+        }
+        {
+            size_t n = len - pos > COPY_CHUNK ? COPY_CHUNK
+                                              : (size_t)(len - pos);
+            ssize_t got = pread(fd, mine, n, (off_t)pos);
+            if (got != (ssize_t)n) {
+                ret = df_fail_sys(&ctx->err, "cannot read the temporary "
+                                  "copy of the partition");
                 break;
             }
-            ret = put_chunk(ctx, img, buf, (size_t)got, base + pos, cs);
-            pos += (uint64_t)got;
+            ret = df_image_pread(img, theirs, n, base + pos, &ctx->err);
+            for (size_t i = 0; ret == 0 && i < n;) {
+                size_t j = i;
+                while (j < n && memcmp(mine + j, theirs + j,
+                                       n - j < ZERO_GRAIN ? n - j
+                                                          : ZERO_GRAIN)) {
+                    j += ZERO_GRAIN;
+                }
+                if (j > n) {
+                    j = n;
+                }
+                if (j > i) {
+                    ret = put_chunk(ctx, img, mine + i, j - i, base + pos + i,
+                                    cs);
+                    i = j;
+                } else {
+                    i += ZERO_GRAIN;
+                }
+            }
+            pos += n;
         }
         if (ret == 0 && op_progress(ctx, pos, len)) {
             ret = df_fail(&ctx->err, DF_E_CANCELED, "'%s': interrupted",
                           ctx->step->image);
         }
     }
-    free(buf);
+    free(mine);
+    free(theirs);
+    return ret;
+}
+
+/* ---- temporaries ---- */
+
+/*
+ * A temporary file of @len bytes (sparse) beside the step's image: on the
+ * same file system, so the space check and the cleanup of temporaries
+ * cover it.  *@tmp (malloc'd) and *@fd, or an error with both unset.
+ */
+static int make_temp(struct op_ctx *ctx, uint64_t len, char **tmp, int *fd)
+{
+    const struct job_step *s = ctx->step;
+    int ret;
+
+    *fd = -1;
+    if (asprintf(tmp, "%s.%s-XXXXXX.tmp", s->image, s->id) < 0) {
+        *tmp = NULL;
+        return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    *fd = mkstemps(*tmp, 4);
+    if (*fd < 0) {
+        ret = df_fail_sys(&ctx->err, "cannot create a temporary file '%s'",
+                          *tmp);
+    } else if (ftruncate(*fd, (off_t)len) < 0) {
+        ret = df_fail_sys(&ctx->err, "cannot size '%s' to %llu bytes", *tmp,
+                          (unsigned long long)len);
+        close(*fd);
+        unlink(*tmp);
+        *fd = -1;
+    } else {
+        return 0;
+    }
+    free(*tmp);
+    *tmp = NULL;
     return ret;
 }
 
@@ -988,6 +1057,29 @@ static int find_partition(struct op_ctx *ctx, struct df_image *img,
     return 0;
 }
 
+/*
+ * Open the step's image read-write and find its partition: *@img (close
+ * it even on failure when set), and the partition's byte range.
+ */
+static int open_partition(struct op_ctx *ctx, struct df_image **img,
+                          struct df_gpt *g, const struct df_gpt_part **p,
+                          uint64_t *off, uint64_t *len)
+{
+    int ret;
+
+    *img = df_image_open(ctx->step->image, ctx->step->format, DF_OPEN_RDWR,
+                         &ctx->err);
+    if (!*img) {
+        return -ctx->err.code;
+    }
+    ret = find_partition(ctx, *img, g, p);
+    if (ret == 0) {
+        *off = (*p)->first_lba * DF_GPT_SECTOR;
+        *len = ((*p)->last_lba - (*p)->first_lba + 1) * DF_GPT_SECTOR;
+    }
+    return ret;
+}
+
 int op_filesystem(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
@@ -1005,17 +1097,10 @@ int op_filesystem(struct op_ctx *ctx)
     if (!g) {
         return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
     }
-    img = df_image_open(s->image, s->format, DF_OPEN_RDWR, &ctx->err);
-    if (!img) {
-        free(g);
-        return -ctx->err.code;
-    }
-    ret = find_partition(ctx, img, g, &p);
+    ret = open_partition(ctx, &img, g, &p, &off, &len);
     if (ret < 0) {
         goto out;
     }
-    off = p->first_lba * DF_GPT_SECTOR;
-    len = (p->last_lba - p->first_lba + 1) * DF_GPT_SECTOR;
     if (s->from) {
         struct stat st;
         if (stat(s->from, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -1027,24 +1112,8 @@ int op_filesystem(struct op_ctx *ctx)
             goto out;
         }
     }
-    /* the temporary file system beside the image: same file system, so
-     * the space check and the cleanup of temporaries cover it */
-    if (asprintf(&tmp, "%s.%s-XXXXXX.tmp", s->image, s->id) < 0) {
-        tmp = NULL;
-        ret = df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
-        goto out;
-    }
-    fd = mkstemps(tmp, 4);
-    if (fd < 0) {
-        ret = df_fail_sys(&ctx->err, "cannot create a temporary file '%s'",
-                          tmp);
-        free(tmp);
-        tmp = NULL;
-        goto out;
-    }
-    if (ftruncate(fd, (off_t)len) < 0) {
-        ret = df_fail_sys(&ctx->err, "cannot size '%s' to %llu bytes", tmp,
-                          (unsigned long long)len);
+    ret = make_temp(ctx, len, &tmp, &fd);
+    if (ret < 0) {
         goto out;
     }
     if (env_build(&env, epoch) < 0) {
@@ -1083,7 +1152,482 @@ out:
         free(tmp);
     }
     env_release(&env);
-    ret = finish_image(ctx, img, ret);
+    ret = img ? finish_image(ctx, img, ret) : ret;
     free(g);
     return ret;
+}
+
+/* ---- files: add or replace files in an ext4 inside a partition ---- */
+
+/* What the tree under `from` holds, in walk order. */
+struct tree_entry {
+    char *rel;
+    mode_t mode;
+    char *target; /* of a symbolic link */
+};
+
+struct tree {
+    struct op_ctx *ctx;
+    struct tree_entry *v;
+    size_t n, cap;
+};
+
+static bool debugfs_safe(const char *s)
+{
+    return !strpbrk(s, "\"\n\\");
+}
+
+static int tree_entry(void *opaque, const char *rel, const struct stat *st)
+{
+    struct tree *t = opaque;
+    struct op_ctx *ctx = t->ctx;
+    struct tree_entry *e;
+
+    if (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode) &&
+        !S_ISLNK(st->st_mode)) {
+        return df_fail(&ctx->err, DF_E_INVAL, "'%s/%s': only regular files, "
+                       "directories and symbolic links can be added",
+                       ctx->step->from, rel);
+    }
+    if (!debugfs_safe(rel)) {
+        return df_fail(&ctx->err, DF_E_INVAL, "'%s': a name with '\"', "
+                       "'\\\\' or a newline cannot be given to debugfs", rel);
+    }
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        struct tree_entry *v = realloc(t->v, cap * sizeof(*v));
+        if (!v) {
+            return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+        }
+        t->v = v;
+        t->cap = cap;
+    }
+    e = &t->v[t->n];
+    memset(e, 0, sizeof(*e));
+    e->mode = st->st_mode;
+    e->rel = strdup(rel);
+    if (!e->rel) {
+        return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    t->n++;
+    if (S_ISLNK(st->st_mode)) {
+        char *full, buf[4096];
+        ssize_t n;
+        if (asprintf(&full, "%s/%s", ctx->step->from, rel) < 0) {
+            return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+        }
+        n = readlink(full, buf, sizeof(buf) - 1);
+        free(full);
+        if (n < 0) {
+            return df_fail_sys(&ctx->err, "cannot read link '%s'", rel);
+        }
+        buf[n] = '\0';
+        if (!debugfs_safe(buf) || !(e->target = strdup(buf))) {
+            return df_fail(&ctx->err, DF_E_INVAL, "'%s': link target "
+                           "cannot be given to debugfs", rel);
+        }
+    }
+    return 0;
+}
+
+static void tree_release(struct tree *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->v[i].rel);
+        free(t->v[i].target);
+    }
+    free(t->v);
+}
+
+/* The file-system path of tree entry @rel under @to ("" for @to). */
+static char *fs_path(const char *to, const char *rel)
+{
+    char *p;
+
+    if (asprintf(&p, "%s%s%s", to, strcmp(to, "/") && *rel ? "/" : "",
+                 rel) < 0) {
+        return NULL;
+    }
+    return p;
+}
+
+/* What exists in the file system: full path -> mode (0: absent). */
+struct listing {
+    char **path;
+    unsigned *mode;
+    size_t n, cap;
+};
+
+static int listing_add(struct listing *l, const char *dir, const char *name,
+                       unsigned mode)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        char **p = realloc(l->path, cap * sizeof(*p));
+        unsigned *m = p ? realloc(l->mode, cap * sizeof(*m)) : NULL;
+        if (p) {
+            l->path = p;
+        }
+        if (!m) {
+            return -1;
+        }
+        l->mode = m;
+        l->cap = cap;
+    }
+    if (asprintf(&l->path[l->n], "%s%s%s", dir, strcmp(dir, "/") ? "/" : "",
+                 name) < 0) {
+        return -1;
+    }
+    l->mode[l->n++] = mode;
+    return 0;
+}
+
+static unsigned listing_mode(const struct listing *l, const char *path)
+{
+    if (!strcmp(path, "/")) {
+        return S_IFDIR | 0755;
+    }
+    for (size_t i = l->n; i-- > 0;) {
+        if (!strcmp(l->path[i], path)) {
+            return l->mode[i];
+        }
+    }
+    return 0;
+}
+
+static void listing_release(struct listing *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->path[i]);
+    }
+    free(l->path);
+    free(l->mode);
+}
+
+/*
+ * Run debugfs (read-only) with `ls -p DIR` for each of @dirs and record
+ * the entries of those that exist.  Output sections follow the echo of
+ * each command; entries read "/ino/mode/uid/gid/name/size/".
+ */
+static int list_dirs(struct op_ctx *ctx, const char *tmp,
+                     const struct fs_env *env, char **dirs, size_t n,
+                     struct listing *l)
+{
+    struct capture out = { 0 };
+    struct args a = { 0 };
+    char *cmdfile = NULL;
+    FILE *f;
+    long sect = -1;
+    int ret;
+
+    if (asprintf(&cmdfile, "%s.ls", tmp) < 0 || !(f = fopen(cmdfile, "w"))) {
+        ret = cmdfile ? df_fail_sys(&ctx->err, "cannot create '%s'", cmdfile)
+                      : df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+        free(cmdfile);
+        return ret;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "ls -p \"%s\"\n", dirs[i]);
+    }
+    if (fclose(f) != 0) {
+        ret = df_fail_sys(&ctx->err, "cannot write '%s'", cmdfile);
+        unlink(cmdfile);
+        free(cmdfile);
+        return ret;
+    }
+    arg_add(&a, "debugfs");
+    arg_add(&a, "-f");
+    arg_add(&a, cmdfile);
+    arg_add(&a, tmp);
+    ret = run_args(ctx, &tool_debugfs, &a, env, &out);
+    unlink(cmdfile);
+    free(cmdfile);
+    if (ret == 0 && out.total > out.len) {
+        ret = df_fail(&ctx->err, DF_E_UNSUPPORTED, "the directories to "
+                      "change hold too many entries to list (over %u bytes)",
+                      OUTPUT_LIMIT);
+    }
+    for (char *line = out.buf, *end = out.buf + out.len;
+         ret == 0 && line < end;) {
+        char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t len = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        line[len] = '\0';
+        if (!strncmp(line, "debugfs: ", 9)) {
+            sect++;
+        } else if (line[0] == '/' && sect >= 0 && (size_t)sect < n) {
+            /* /ino/mode/uid/gid/name/size/ */
+            char *fld[6] = { 0 }, *p = line + 1;
+            for (int k = 0; k < 6 && p; k++) {
+                fld[k] = p;
+                p = strchr(p, '/');
+                if (p) {
+                    *p++ = '\0';
+                }
+            }
+            if (fld[4] && strcmp(fld[4], ".") && strcmp(fld[4], "..") &&
+                listing_add(l, dirs[sect], fld[4],
+                            (unsigned)strtoul(fld[1], NULL, 8)) < 0) {
+                ret = df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+            }
+        }
+        line += len + 1;
+    }
+    free(out.buf);
+    return ret;
+}
+
+/* Write the debugfs script that puts the tree under `to`. */
+static int files_script(struct op_ctx *ctx, FILE *f, const struct tree *t,
+                        const struct listing *l, long long epoch,
+                        unsigned *added, unsigned *replaced)
+{
+    const struct job_step *s = ctx->step;
+    const char *to = s->to ? s->to : "/";
+    char *walkp = strdup(to);
+    int ret = 0;
+
+    if (!walkp) {
+        return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    /* the directories of `to`, made where missing */
+    for (char *p = walkp + 1; ret == 0; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            unsigned m;
+            *p = '\0';
+            m = listing_mode(l, walkp);
+            if (m && !S_ISDIR(m)) {
+                ret = df_fail(&ctx->err, DF_E_INVAL, "'%s' exists in the "
+                              "file system and is not a directory", walkp);
+            } else if (!m && strcmp(walkp, "/")) {
+                fprintf(f, "mkdir \"%s\"\n", walkp);
+            }
+            if (ret == 0) { /* new entries change a directory's times */
+                sif_times(f, walkp + 1, epoch);
+            }
+            *p = c;
+            if (!c) {
+                break;
+            }
+        }
+    }
+    free(walkp);
+    for (size_t i = 0; ret == 0 && i < t->n; i++) {
+        const struct tree_entry *e = &t->v[i];
+        char *full = fs_path(to, e->rel);
+        unsigned m;
+        if (!full) {
+            ret = df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+            break;
+        }
+        m = listing_mode(l, full);
+        if (m && (S_ISDIR(m) != S_ISDIR(e->mode))) {
+            ret = df_fail(&ctx->err, DF_E_INVAL, "'%s' exists in the file "
+                          "system as a %s", full,
+                          S_ISDIR(m) ? "directory" : "file");
+        } else if (S_ISDIR(e->mode)) {
+            if (!m) {
+                fprintf(f, "mkdir \"%s\"\n", full);
+                (*added)++;
+            }
+        } else {
+            if (m) {
+                fprintf(f, "rm \"%s\"\n", full);
+                (*replaced)++;
+            } else {
+                (*added)++;
+            }
+            if (S_ISLNK(e->mode)) {
+                fprintf(f, "symlink \"%s\" \"%s\"\n", full, e->target);
+            } else {
+                fprintf(f, "write \"%s/%s\" \"%s\"\n", s->from, e->rel,
+                        full);
+            }
+        }
+        if (ret == 0) {
+            fprintf(f, "sif \"%s\" mode 0%o\n", full, (unsigned)e->mode);
+            sif_times(f, full + 1, epoch);
+        }
+        free(full);
+    }
+    return ret;
+}
+
+/* Copy the partition out of the image into @fd, leaving zeros as holes. */
+static int copy_out(struct op_ctx *ctx, struct df_image *img, int fd,
+                    uint64_t base, uint64_t len)
+{
+    unsigned char *buf = malloc(COPY_CHUNK);
+    uint64_t pos = 0;
+    int ret = 0;
+
+    if (!buf) {
+        return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    while (ret == 0 && pos < len) {
+        struct df_extent ext;
+        uint64_t n;
+        ret = df_image_block_status(img, base + pos, len - pos, true, &ext,
+                                    &ctx->err);
+        if (ret < 0 || !ext.length) {
+            break;
+        }
+        n = ext.length > COPY_CHUNK ? COPY_CHUNK : ext.length;
+        if (!(ext.flags & DF_BLOCK_ZERO)) {
+            ret = df_image_pread(img, buf, (size_t)n, base + pos, &ctx->err);
+            for (size_t i = 0; ret == 0 && i < n; i += ZERO_GRAIN) {
+                size_t g = n - i < ZERO_GRAIN ? (size_t)(n - i) : ZERO_GRAIN;
+                if (!all_zero(buf + i, g) &&
+                    pwrite(fd, buf + i, g, (off_t)(pos + i)) != (ssize_t)g) {
+                    ret = df_fail_sys(&ctx->err, "cannot write the "
+                                      "temporary copy of the partition");
+                }
+            }
+        }
+        pos += n;
+        if (ret == 0 && op_cancelled(ctx)) {
+            ret = df_fail(&ctx->err, DF_E_CANCELED, "'%s': interrupted",
+                          ctx->step->image);
+        }
+    }
+    free(buf);
+    return ret;
+}
+
+int op_files(struct op_ctx *ctx)
+{
+    const struct job_step *s = ctx->step;
+    const char *to = s->to ? s->to : "/";
+    struct df_gpt *g = calloc(1, sizeof(*g));
+    const struct df_gpt_part *p = NULL;
+    struct tree t = { .ctx = ctx };
+    struct listing l = { 0 };
+    struct fs_env env = { 0 };
+    struct copy_stats cs = { 0, 0 };
+    struct capture out = { 0 };
+    struct args a = { 0 };
+    struct df_image *img = NULL;
+    long long epoch = source_date_epoch();
+    unsigned added = 0, replaced = 0;
+    char **dirs = NULL, *tmp = NULL, *script = NULL;
+    size_t n_dirs = 0;
+    unsigned char magic[2];
+    uint64_t off = 0, len = 0;
+    FILE *f = NULL;
+    int fd = -1, ret;
+
+    if (!g) {
+        return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    ret = open_partition(ctx, &img, g, &p, &off, &len);
+    if (ret == 0) {
+        ret = len > 1082 ? df_image_pread(img, magic, 2, off + 1080,
+                                          &ctx->err)
+                         : -DF_E_INVAL;
+        if (ret == 0 && (magic[0] != 0x53 || magic[1] != 0xef)) {
+            ret = df_fail(&ctx->err, DF_E_FORMAT, "partition %s of '%s' "
+                          "holds no ext2/3/4 file system (files adds to "
+                          "ext4 only)", s->partition, s->image);
+        }
+    }
+    if (ret == 0) {
+        ret = walk(ctx, s->from, "", tree_entry, &t);
+    }
+    if (ret == 0 && env_build(&env, epoch) < 0) {
+        ret = df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    if (ret == 0) {
+        ret = make_temp(ctx, len, &tmp, &fd);
+    }
+    if (ret == 0) {
+        ret = copy_out(ctx, img, fd, off, len);
+    }
+    /* what exists: `to`, its parents, and every directory of the tree */
+    dirs = ret == 0 ? calloc(t.n + 64, sizeof(*dirs)) : NULL;
+    if (ret == 0 && !dirs) {
+        ret = df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    if (ret == 0) {
+        char *cur = strdup(to);
+        while (cur && n_dirs < 63) {
+            char *slash = strrchr(cur, '/');
+            dirs[n_dirs++] = strdup(cur);
+            if (!strcmp(cur, "/")) {
+                break;
+            }
+            slash[slash == cur ? 1 : 0] = '\0';
+        }
+        free(cur);
+        for (size_t i = 0; i < t.n; i++) {
+            if (S_ISDIR(t.v[i].mode)) {
+                dirs[n_dirs++] = fs_path(to, t.v[i].rel);
+            }
+        }
+        for (size_t i = 0; i < n_dirs; i++) {
+            if (!dirs[i]) {
+                ret = df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+            }
+        }
+    }
+    if (ret == 0) {
+        ret = list_dirs(ctx, tmp, &env, dirs, n_dirs, &l);
+    }
+    if (ret == 0 && (asprintf(&script, "%s.debugfs", tmp) < 0 ||
+                     !(f = fopen(script, "w")))) {
+        ret = script ? df_fail_sys(&ctx->err, "cannot create '%s'", script)
+                     : df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
+    }
+    if (ret == 0) {
+        ret = files_script(ctx, f, &t, &l, epoch, &added, &replaced);
+    }
+    if (f && fclose(f) != 0 && ret == 0) {
+        ret = df_fail_sys(&ctx->err, "cannot write '%s'", script);
+    }
+    if (ret == 0) {
+        arg_add(&a, "debugfs");
+        arg_add(&a, "-w");
+        arg_add(&a, "-f");
+        arg_add(&a, script);
+        arg_add(&a, tmp);
+        ret = run_args(ctx, &tool_debugfs, &a, &env, &out);
+    }
+    if (ret == 0) {
+        ret = check_debugfs_output(ctx, &out, "could not add the files");
+    }
+    if (ret == 0) {
+        ret = copy_into(ctx, img, fd, off, len, &cs);
+    }
+    if (ret == 0) {
+        json_t *res = result_of(ctx);
+        json_object_set_new(res, "partition",
+                            json_integer((json_int_t)p->index + 1));
+        json_object_set_new(res, "to", json_string(to));
+        json_object_set_new(res, "added", json_integer(added));
+        json_object_set_new(res, "replaced", json_integer(replaced));
+        json_object_set_new(res, "data_bytes",
+                            json_integer((json_int_t)cs.data));
+        json_object_set_new(res, "zero_bytes",
+                            json_integer((json_int_t)cs.zero));
+    }
+    free(out.buf);
+    if (script) {
+        unlink(script);
+        free(script);
+    }
+    for (size_t i = 0; i < n_dirs; i++) {
+        free(dirs[i]);
+    }
+    free(dirs);
+    listing_release(&l);
+    tree_release(&t);
+    env_release(&env);
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    free(g);
+    return img ? finish_image(ctx, img, ret) : ret;
 }

@@ -43,6 +43,7 @@ int op_supervise(struct op_ctx *ctx, int fd, pid_t pid, struct capture *cap,
 
 int op_partition(struct op_ctx *ctx);
 int op_filesystem(struct op_ctx *ctx);
+int op_files(struct op_ctx *ctx);
 
 /* The partitions of @g as SPEC §9's JSON: [{"number", "name", "type",
  * "guid", "start", "size"}], type and guid upper case, start and size in

@@ -971,6 +971,7 @@ const struct op_table job_engine_ops = {
         [JOB_OP_COMMAND] = op_command,
         [JOB_OP_PARTITION] = op_partition,
         [JOB_OP_FILESYSTEM] = op_filesystem,
+        [JOB_OP_FILES] = op_files,
     },
     .before = prepare,
     .after = describe_outputs,

@@ -147,6 +147,10 @@ char *plan_step_summary(const struct job_step *s)
             fprintf(f, " from '%s'", s->from);
         }
         break;
+    case JOB_OP_FILES:
+        fprintf(f, "copy '%s' into '%s' of partition %s of '%s'", s->from,
+                s->to ? s->to : "/", s->partition, s->image);
+        break;
     case JOB_OP_COUNT:
         break;
     }

@@ -11,11 +11,7 @@
 # step that fails on an existing image leaves it as it was.
 . "$(dirname "$0")/lib.sh"
 need_qemu
-for p in sgdisk sfdisk mke2fs debugfs e2fsck mkfs.vfat fsck.vfat mcopy mtype; do
-    command -v "$p" >/dev/null || PATH=$PATH:/usr/sbin:/sbin
-    command -v "$p" >/dev/null ||
-        { echo "SKIP: $T_NAME: $p not found (apt-get install gdisk fdisk e2fsprogs dosfstools mtools)"; exit 77; }
-done
+need_tools sgdisk sfdisk mke2fs debugfs e2fsck mkfs.vfat fsck.vfat mcopy mtype
 rjson() { "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"; }
 cd "$T_TMP"
 
@@ -436,17 +432,14 @@ cat >nopart.yaml <<'YAML'
 version: 1
 steps:
   - {id: disk, op: create, image: v.raw, size: 100M}
-  - id: gpt
-    op: partition
-    image: v.raw
-    partitions: [{name: boot, type: esp, size: 64M}, {name: root, type: linux, size: rest}]
+  - {id: gpt, op: partition, image: v.raw, partitions: [{name: boot, type: esp, size: 64M}, {name: root, type: linux, size: rest}]}
   - {id: fs, op: filesystem, image: v.raw, partition: bootx, type: vfat}
   - {id: fs3, op: filesystem, image: v.raw, partition: 3, type: ext4, label: "seventeen chars!!"}
 YAML
 run_df validate nopart.yaml
 expect_eq "unknown partition: exit" "$DF_RC" 2
-expect_true "unknown partition: message" grep -qF "nopart.yaml:8:55: error: step 'fs': step 'gpt' makes no partition 'bootx' in 'v.raw' (did you mean 'boot'?)" "$DF_ERR"
-expect_true "partition number past the table" grep -qF "nopart.yaml:9:56: error: step 'fs3': step 'gpt' makes no partition '3'" "$DF_ERR"
+expect_true "unknown partition: message" grep -qF "nopart.yaml:5:55: error: step 'fs': step 'gpt' makes no partition 'bootx' in 'v.raw' (did you mean 'boot'?)" "$DF_ERR"
+expect_true "partition number past the table" grep -qF "nopart.yaml:6:56: error: step 'fs3': step 'gpt' makes no partition '3'" "$DF_ERR"
 expect_true "ext4 label too long" grep -qF "error: step 'fs3': label 'seventeen chars!!' is longer than the 16 bytes ext4 holds" "$DF_ERR"
 "$PY" - >many.yaml <<'EOF'
 print("version: 1\nsteps:\n  - id: p\n    op: partition\n    image: m.raw\n    partitions:")

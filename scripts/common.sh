@@ -7,11 +7,12 @@ DF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian 12 packages: the build (compiler, CMake, pkg-config, the -dev
 # libraries of SPEC §1), the tests (Check, qemu-utils as the oracle, python3
-# for the interop helpers, jsonschema for report validation) and e2fsprogs
-# (mkfs.ext4 for the job examples).
+# for the interop helpers, jsonschema for report validation, gdisk and fdisk
+# to read partition tables back), and what the filesystem and files ops run
+# (e2fsprogs, dosfstools, mtools; SPEC §9).
 DF_PACKAGES=(build-essential cmake pkg-config libyaml-dev zlib1g-dev
     libzstd-dev libjansson-dev libssl-dev check qemu-utils python3
-    python3-jsonschema e2fsprogs)
+    python3-jsonschema e2fsprogs dosfstools mtools gdisk fdisk)
 
 df_say() { printf '\n==> %s\n' "$*"; }
 

@@ -154,21 +154,36 @@ struct table {
     struct df_gpt_status st;
 };
 
-/* Read the GPT of @img; NULL when there is none (or it cannot be read,
- * which is said on stderr: the image's own info is still shown). */
-static struct table *read_table(struct df_image *img)
+/*
+ * Read the GPT that the guest of @img sees; NULL when there is none (or it
+ * cannot be read, which is said on stderr: the image's own info is still
+ * shown).  An image opened without its backing chain (@in names a backing
+ * file that is not open) is opened again with it, read-only; when that
+ * fails, the table is not shown.
+ */
+static struct table *read_table(struct df_image *img, const struct df_info *in)
 {
     struct df_error err = { 0 };
     struct table *t = calloc(1, sizeof(*t));
+    struct df_image *full = NULL;
 
     if (!t) {
         return NULL;
     }
-    if (df_gpt_read(img, &t->g, &t->st, &err) < 0) {
+    if (in->backing_file[0] && !df_image_backing(img)) {
+        full = df_image_open(df_image_path(img), df_image_format(img), 0,
+                             &err);
+        if (!full) {
+            free(t);
+            return NULL; /* the backing file is not there: no guest view */
+        }
+    }
+    if (df_gpt_read(full ? full : img, &t->g, &t->st, &err) < 0) {
         cli_error("cannot read the partition table of '%s': %s",
                   df_image_path(img), err.msg);
         t->st.state = DF_GPT_NONE;
     }
+    df_image_close(full, NULL);
     if (t->st.state == DF_GPT_NONE) {
         free(t);
         return NULL;
@@ -248,7 +263,7 @@ static int show(struct df_image *top, bool json, bool chain)
             ret = cli_fail(&err);
         } else if (json) {
             json_t *o = info_json(df_image_path(img), &in);
-            if ((t = read_table(img))) {
+            if ((t = read_table(img, &in))) {
                 add_table_json(o, t);
             }
             json_array_append_new(arr, o);
@@ -257,7 +272,7 @@ static int show(struct df_image *top, bool json, bool chain)
                 putchar('\n');
             }
             print_human(df_image_path(img), &in);
-            if ((t = read_table(img))) {
+            if ((t = read_table(img, &in))) {
                 print_table_human(t);
             }
         }

@@ -56,6 +56,9 @@ qcheck A/web.qcow2
 expect_true "the overlay holds only the delta ($(len_of A/web.qcow2) bytes)" \
     test "$(len_of A/web.qcow2)" -lt $((2 << 20))
 expect_eq "no temporary left" "$(find A -name '*.tmp*' | wc -l)" 0
+df_ok info --output json A/web.qcow2 &&
+    expect_eq "info shows the table through the overlay" \
+        "$(rjson "$DF_OUT" "[p['name'] for p in r['partitions']]")" "['esp', 'root']"
 q_ok qemu-img convert -O raw A/web.qcow2 web.raw
 q_ok qemu-img convert -O raw A/base.qcow2 base.raw
 start=$(("$(rjson A/report.json "next(s['result']['start'] for s in r['steps'] if s['id']=='root-fs')")"))

@@ -34,6 +34,9 @@
 #define DF_DEFAULT_EPOCH 315532800LL
 #define COPY_CHUNK (1u << 20)
 #define ZERO_GRAIN 4096u
+/* How much of debugfs's `ls -p` output the files op reads (a directory of
+ * 100,000 entries is about 5 MiB). */
+#define LISTING_LIMIT (64u << 20)
 
 extern char **environ;
 
@@ -268,14 +271,18 @@ static void output_text(const struct capture *cap, char *out, size_t size)
 
 /*
  * Run tool @t with @argv (argv[0] is replaced by its path) in the current
- * directory (the step's paths are resolved already).  A
- * missing tool names its Debian package; a failure quotes its last line.
- * With @out, the output is left there (caller frees out->buf).
+ * directory (the step's paths are resolved already).  A missing tool names
+ * its Debian package; a failure quotes the end of its output.  With @out,
+ * the output is left there (the caller frees out->buf), kept up to
+ * out->cap bytes (0: OUTPUT_LIMIT); with @errors_only, standard output
+ * goes to /dev/null and only standard error is captured.
  */
 static int run_tool(struct op_ctx *ctx, const struct tool *t, char **argv,
-                    const struct fs_env *env, struct capture *out)
+                    const struct fs_env *env, struct capture *out,
+                    bool errors_only)
 {
-    struct capture cap = { malloc(OUTPUT_LIMIT), 0, 0 };
+    size_t limit = out && out->cap ? out->cap : OUTPUT_LIMIT;
+    struct capture cap = { malloc(limit), 0, 0, limit };
     char *prog = find_tool(t->name);
     int pipefd[2], status = 0, ret;
     char *argv0 = argv[0];
@@ -295,7 +302,8 @@ static int run_tool(struct op_ctx *ctx, const struct tool *t, char **argv,
         return ret;
     }
     argv[0] = prog;
-    ret = op_spawn(ctx, prog, argv, env->envp, NULL, pipefd[1], &pid);
+    ret = op_spawn(ctx, prog, argv, env->envp, NULL,
+                   errors_only ? -1 : pipefd[1], pipefd[1], &pid);
     close(pipefd[1]);
     if (ret == 0) {
         int killed = op_supervise(ctx, pipefd[0], pid, &cap, &status);
@@ -382,10 +390,11 @@ static void args_release(struct args *a)
 
 /* Run tool @t with the arguments of @a, then release them. */
 static int run_args(struct op_ctx *ctx, const struct tool *t, struct args *a,
-                    const struct fs_env *env, struct capture *out)
+                    const struct fs_env *env, struct capture *out,
+                    bool errors_only)
 {
     int ret = a->oom ? df_fail(&ctx->err, DF_E_NOMEM, "out of memory")
-                     : run_tool(ctx, t, a->v, env, out);
+                     : run_tool(ctx, t, a->v, env, out, errors_only);
 
     args_release(a);
     return ret;
@@ -399,7 +408,7 @@ static int run_mkfs(struct op_ctx *ctx, const struct tool *t, struct args *a,
         arg_add(a, ctx->step->options.v[i]);
     }
     arg_add(a, tmp);
-    return run_args(ctx, t, a, env, NULL);
+    return run_args(ctx, t, a, env, NULL, false);
 }
 
 /* ---- walking the source tree in name order ---- */
@@ -499,8 +508,9 @@ static int sif_entry(void *opaque, const char *rel, const struct stat *st)
 }
 
 /*
- * debugfs exits 0 whatever its commands did: anything in @out but the
- * banner, the echo of a command and "Allocated inode" (write) is an error.
+ * debugfs exits 0 whatever its commands did, and prints its complaints on
+ * standard error: anything in @out (standard error only) but its banner is
+ * an error.
  */
 static int check_debugfs_output(struct op_ctx *ctx, const struct capture *out,
                                  const char *what)
@@ -551,7 +561,7 @@ static int ext4_fix_times(struct op_ctx *ctx, const char *tmp,
     arg_add(&a, cmdfile);
     arg_add(&a, tmp);
     if (ret == 0) {
-        ret = run_args(ctx, &tool_debugfs, &a, env, &out);
+        ret = run_args(ctx, &tool_debugfs, &a, env, &out, true);
     }
     if (ret == 0) {
         ret = check_debugfs_output(ctx, &out, "could not set the times");
@@ -688,7 +698,7 @@ static int vfat_fill(struct op_ctx *ctx, const char *tmp,
         for (size_t i = 0; i < w.dirs.n; i++) {
             arg_add(&a, w.dirs.v[i]);
         }
-        ret = run_args(ctx, &tool_mmd, &a, env, NULL);
+        ret = run_args(ctx, &tool_mmd, &a, env, NULL, false);
     }
     for (size_t i = 0; ret == 0 && i < w.n_files;) {
         /* the files of one directory (adjacent in walk order), at most
@@ -704,7 +714,7 @@ static int vfat_fill(struct op_ctx *ctx, const char *tmp,
             j++;
         }
         arg_addf(&a, "::/%.*s%s", (int)dl, w.files[i], dl ? "/" : "");
-        ret = run_args(ctx, &tool_mcopy, &a, env, NULL);
+        ret = run_args(ctx, &tool_mcopy, &a, env, NULL, false);
         i = j;
     }
     args_release(&w.dirs);
@@ -1313,7 +1323,7 @@ static int list_dirs(struct op_ctx *ctx, const char *tmp,
                      const struct fs_env *env, char **dirs, size_t n,
                      struct listing *l)
 {
-    struct capture out = { 0 };
+    struct capture out = { NULL, 0, 0, LISTING_LIMIT };
     struct args a = { 0 };
     char *cmdfile = NULL;
     FILE *f;
@@ -1339,13 +1349,13 @@ static int list_dirs(struct op_ctx *ctx, const char *tmp,
     arg_add(&a, "-f");
     arg_add(&a, cmdfile);
     arg_add(&a, tmp);
-    ret = run_args(ctx, &tool_debugfs, &a, env, &out);
+    ret = run_args(ctx, &tool_debugfs, &a, env, &out, false);
     unlink(cmdfile);
     free(cmdfile);
     if (ret == 0 && out.total > out.len) {
         ret = df_fail(&ctx->err, DF_E_UNSUPPORTED, "the directories to "
                       "change hold too many entries to list (over %u bytes)",
-                      OUTPUT_LIMIT);
+                      LISTING_LIMIT);
     }
     for (char *line = out.buf, *end = out.buf + out.len;
          ret == 0 && line < end;) {
@@ -1589,7 +1599,7 @@ int op_files(struct op_ctx *ctx)
         arg_add(&a, "-f");
         arg_add(&a, script);
         arg_add(&a, tmp);
-        ret = run_args(ctx, &tool_debugfs, &a, &env, &out);
+        ret = run_args(ctx, &tool_debugfs, &a, &env, &out, true);
     }
     if (ret == 0) {
         ret = check_debugfs_output(ctx, &out, "could not add the files");

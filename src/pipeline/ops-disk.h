@@ -18,20 +18,23 @@
 /* How much of a program's output a step keeps. */
 #define OUTPUT_LIMIT (64u << 10)
 
-/* A program's output: the first OUTPUT_LIMIT bytes of it. */
+/* A program's output: the first OUTPUT_LIMIT (or @cap) bytes of it. */
 struct capture {
     char *buf;
-    size_t len;      /* kept, at most OUTPUT_LIMIT */
+    size_t len;      /* kept, at most the limit */
     uint64_t total;  /* produced */
+    size_t cap;      /* the size of buf; 0: OUTPUT_LIMIT */
 };
 
 /*
  * op_spawn() - start @prog (a path, or a name looked up in PATH) with
- * @argv and @envp in directory @dir (NULL: the current one), stdin /dev/null, stdout and stderr to
- * @out_fd, in its own process group, signals at their defaults.
+ * @argv and @envp in directory @dir (NULL: the current one), stdin
+ * /dev/null, stdout to @out_fd (-1: /dev/null) and stderr to @err_fd, in
+ * its own process group, signals at their defaults.
  */
 int op_spawn(struct op_ctx *ctx, const char *prog, char *const argv[],
-             char *const envp[], const char *dir, int out_fd, pid_t *pid);
+             char *const envp[], const char *dir, int out_fd, int err_fd,
+             pid_t *pid);
 
 /*
  * op_supervise() - read the child's output from @fd into @cap until it

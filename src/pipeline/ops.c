@@ -686,7 +686,8 @@ static bool file_id_same(const struct file_id *a, const struct file_id *b)
 
 static void capture_add(struct capture *c, const char *p, size_t n)
 {
-    size_t keep = c->len < OUTPUT_LIMIT ? OUTPUT_LIMIT - c->len : 0;
+    size_t limit = c->cap ? c->cap : OUTPUT_LIMIT;
+    size_t keep = c->len < limit ? limit - c->len : 0;
 
     c->total += n;
     if (keep > n) {
@@ -699,7 +700,8 @@ static void capture_add(struct capture *c, const char *p, size_t n)
 }
 
 int op_spawn(struct op_ctx *ctx, const char *prog, char *const argv[],
-             char *const envp[], const char *dir, int out_fd, pid_t *pid)
+             char *const envp[], const char *dir, int out_fd, int err_fd,
+             pid_t *pid)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -708,8 +710,12 @@ int op_spawn(struct op_ctx *ctx, const char *prog, char *const argv[],
 
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
+    if (out_fd >= 0) {
+        posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    } else {
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    }
+    posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
     if (dir) {
         posix_spawn_file_actions_addchdir_np(&fa, dir);
     }
@@ -744,9 +750,9 @@ static int spawn_child(struct op_ctx *ctx, int out_fd, pid_t *pid)
     char *sh_argv[] = { "sh", "-c", s->shell, NULL };
 
     return s->shell ? op_spawn(ctx, "/bin/sh", sh_argv, environ,
-                               ctx->job->dir, out_fd, pid)
+                               ctx->job->dir, out_fd, out_fd, pid)
                     : op_spawn(ctx, s->argv.v[0], s->argv.v, environ,
-                               ctx->job->dir, out_fd, pid);
+                               ctx->job->dir, out_fd, out_fd, pid);
 }
 
 static int64_t now_mono_ms(void)
@@ -813,7 +819,7 @@ int op_supervise(struct op_ctx *ctx, int fd, pid_t pid, struct capture *cap,
 static int op_command(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
-    struct capture cap = { malloc(OUTPUT_LIMIT), 0, 0 };
+    struct capture cap = { malloc(OUTPUT_LIMIT), 0, 0, 0 };
     struct file_id *before = NULL;
     int pipefd[2], status = 0, ret = 0, killed;
     pid_t pid;

@@ -9,8 +9,10 @@
  * job are derived (df_guid_derive()) from the job name, the step id and
  * the partition name; every time a file system records is
  * SOURCE_DATE_EPOCH from the environment, else DF_DEFAULT_EPOCH.  mke2fs
- * -d copies the source files' times, so they are set afterwards with
- * debugfs; mkfs.fat 4.2 and mtools 4.0.32 take SOURCE_DATE_EPOCH
+ * -d copies the source files' times and owners, so they are set
+ * afterwards in the inode tables (ext4-fix.c); the files op sets those of
+ * what it writes with debugfs; mkfs.fat 4.2 and mtools 4.0.32 take
+ * SOURCE_DATE_EPOCH
  * themselves.  Directories are walked in byte order of their names, never
  * in readdir order, so the host file system does not change the bytes.
  */
@@ -474,12 +476,6 @@ static int walk(struct op_ctx *ctx, const char *root, const char *rel,
 
 /* ---- ext4 ---- */
 
-struct sif_walk {
-    struct op_ctx *ctx;
-    FILE *cmds;
-    long long epoch;
-};
-
 /* An inode's owner to root and its times to @epoch: the builder's uid
  * and the host's file times never reach the image. */
 static void sif_times(FILE *f, const char *rel, long long epoch)
@@ -491,20 +487,6 @@ static void sif_times(FILE *f, const char *rel, long long epoch)
     for (size_t i = 0; i < 4; i++) {
         fprintf(f, "sif \"/%s\" %s @%lld\n", rel, fields[i], epoch);
     }
-}
-
-static int sif_entry(void *opaque, const char *rel, const struct stat *st)
-{
-    struct sif_walk *w = opaque;
-
-    (void)st;
-    if (strpbrk(rel, "\"\n\\")) {
-        return df_fail(&w->ctx->err, DF_E_INVAL, "'%s': a name with '\"', "
-                       "'\\\\' or a newline cannot be given to debugfs",
-                       rel);
-    }
-    sif_times(w->cmds, rel, w->epoch);
-    return 0;
 }
 
 /*
@@ -530,49 +512,6 @@ static int check_debugfs_output(struct op_ctx *ctx, const struct capture *out,
     return 0;
 }
 
-/* Every inode's times to @epoch (mke2fs -d copied the host's). */
-static int ext4_fix_times(struct op_ctx *ctx, const char *tmp,
-                          const struct fs_env *env, long long epoch)
-{
-    const struct job_step *s = ctx->step;
-    struct sif_walk w = { ctx, NULL, epoch };
-    struct capture out = { 0 };
-    struct args a = { 0 };
-    char *cmdfile = NULL;
-    int ret;
-
-    if (asprintf(&cmdfile, "%s.debugfs", tmp) < 0) {
-        return df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
-    }
-    w.cmds = fopen(cmdfile, "w");
-    if (!w.cmds) {
-        ret = df_fail_sys(&ctx->err, "cannot create '%s'", cmdfile);
-        free(cmdfile);
-        return ret;
-    }
-    sif_times(w.cmds, "", epoch);
-    ret = walk(ctx, s->from, "", sif_entry, &w);
-    if (fclose(w.cmds) != 0 && ret == 0) {
-        ret = df_fail_sys(&ctx->err, "cannot write '%s'", cmdfile);
-    }
-    arg_add(&a, "debugfs");
-    arg_add(&a, "-w");
-    arg_add(&a, "-f");
-    arg_add(&a, cmdfile);
-    arg_add(&a, tmp);
-    if (ret == 0) {
-        ret = run_args(ctx, &tool_debugfs, &a, env, &out, true);
-    }
-    if (ret == 0) {
-        ret = check_debugfs_output(ctx, &out, "could not set the times");
-    }
-    free(out.buf);
-    unlink(cmdfile);
-    free(cmdfile);
-    args_release(&a);
-    return ret;
-}
-
 static void derive_text(const struct op_ctx *ctx, const char *what,
                         struct df_guid *g)
 {
@@ -582,7 +521,7 @@ static void derive_text(const struct op_ctx *ctx, const char *what,
     df_guid_derive(parts, 5, g);
 }
 
-static int build_ext4(struct op_ctx *ctx, const char *tmp,
+static int build_ext4(struct op_ctx *ctx, const char *tmp, int fd,
                       const struct fs_env *env, long long epoch,
                       json_t *res)
 {
@@ -619,8 +558,9 @@ static int build_ext4(struct op_ctx *ctx, const char *tmp,
         arg_add(&a, s->from);
     }
     ret = run_mkfs(ctx, &tool_mke2fs, &a, tmp, env);
-    if (ret == 0 && s->from) {
-        ret = ext4_fix_times(ctx, tmp, env, epoch);
+    if (ret == 0) {
+        uint64_t fixed;
+        ret = ext4_fix_inodes(ctx, fd, epoch, &fixed);
     }
     json_object_set_new(res, "uuid", json_string(uuid));
     return ret;
@@ -1133,7 +1073,7 @@ int op_filesystem(struct op_ctx *ctx)
     res = result_of(ctx);
     ret = s->fs_type == JOB_FS_VFAT ? build_vfat(ctx, tmp, fd, &env, epoch,
                                                  res)
-                                    : build_ext4(ctx, tmp, &env, epoch, res);
+                                    : build_ext4(ctx, tmp, fd, &env, epoch, res);
     if (ret == 0) {
         ret = copy_into(ctx, img, fd, off, len, &cs);
     }

@@ -44,6 +44,15 @@ int op_spawn(struct op_ctx *ctx, const char *prog, char *const argv[],
 int op_supervise(struct op_ctx *ctx, int fd, pid_t pid, struct capture *cap,
                  int *status);
 
+/*
+ * ext4_fix_inodes() - in the ext4 file system in @fd (just made by mke2fs
+ * -d), set owner root and every time to @epoch on the root directory and
+ * every inode in use from the first non-reserved one on, checksums
+ * updated (ext4-fix.c).  *@fixed: how many.
+ */
+int ext4_fix_inodes(struct op_ctx *ctx, int fd, long long epoch,
+                    uint64_t *fixed);
+
 int op_partition(struct op_ctx *ctx);
 int op_filesystem(struct op_ctx *ctx);
 int op_files(struct op_ctx *ctx);

@@ -199,16 +199,36 @@ version: 1
 name: big
 steps:
   - {id: disk, op: create, image: big.qcow2, size: 2G}
-  - id: gpt
-    op: partition
-    image: big.qcow2
-    partitions: [{name: root, type: linux, size: rest}]
+  - {id: gpt, op: partition, image: big.qcow2, partitions: [{name: root, type: linux, size: rest}]}
   - {id: fs, op: filesystem, image: big.qcow2, partition: root, type: ext4, from: A/root}
 YAML
 df_ok run big.yaml --report big.json &&
     expect_true "2 GiB ext4 with 350 kB of files: qcow2 under 48 MiB (is $(len_of big.qcow2))" \
         test "$(len_of big.qcow2)" -lt $((48 << 20))
 qcheck big.qcow2
+
+set_case "SOURCE_DATE_EPOCH is the time the file systems record"
+cat >sde.yaml <<'YAML'
+version: 1
+name: sde
+steps:
+  - {id: disk, op: create, image: sde.raw, size: 100M}
+  - {id: gpt, op: partition, image: sde.raw, partitions: [{name: e, type: esp, size: 40M}, {name: r, type: linux, size: rest}]}
+  - {id: e, op: filesystem, image: sde.raw, partition: e, type: vfat, label: EFI, from: A/esp}
+  - {id: r, op: filesystem, image: sde.raw, partition: r, type: ext4, from: A/root}
+YAML
+SOURCE_DATE_EPOCH=1700000000 run_df run sde.yaml --report sde.json
+expect_eq "exit" "$DF_RC" 0 "$DF_ERR"
+dd if=sde.raw of=sde-e.img bs=1M skip=1 count=40 status=none
+dd if=sde.raw of=sde-r.img bs=1M skip=41 count=58 status=none
+q_ok e2fsck -fn sde-r.img
+q_ok fsck.vfat -n sde-e.img
+expect_eq "ext4 inodes at 2023-11-14T22:13:20Z" \
+    "$(debugfs -R 'stat /etc/motd' sde-r.img 2>/dev/null | grep -cE '^ *(a|c|m|cr)time: 0x6553f100:')" 4
+expect_eq "vfat entries and label at 2023-11-14 22:13" \
+    "$(mdir -i sde-e.img ::/ | grep -c '2023-11-14  22:13')" 2
+expect_true "the vfat label's entry too" grep -q "Volume in drive : is EFI" <(mdir -i sde-e.img ::/)
+rm -f sde.raw sde-e.img sde-r.img
 
 # --- overlays ---------------------------------------------------------------------
 set_case "filesystem on an overlay leaves the base unchanged"

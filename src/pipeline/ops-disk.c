@@ -35,7 +35,11 @@
 /* 1980-01-01T00:00:00Z: the first time FAT can record, fine for ext4. */
 #define DF_DEFAULT_EPOCH 315532800LL
 #define COPY_CHUNK (1u << 20)
-#define ZERO_GRAIN 4096u
+/* The unit in which the file-system ops compare with the image and tell
+ * data from zeros: a default qcow2 cluster.  A smaller one splits the
+ * writes of a file system full of small files into many (a cluster is
+ * allocated whole anyway), and rewriting equal bytes changes nothing. */
+#define ZERO_GRAIN (64u << 10)
 /* How much of debugfs's `ls -p` output the files op reads (a directory of
  * 100,000 entries is about 5 MiB). */
 #define LISTING_LIMIT (64u << 20)
@@ -823,7 +827,7 @@ static bool all_zero(const unsigned char *p, size_t n)
 }
 
 /* Write @n bytes of @buf at image offset @off: data as data, all-zero
- * 4 KiB blocks as zero ranges. */
+ * ZERO_GRAIN blocks as zero ranges. */
 static int put_chunk(struct op_ctx *ctx, struct df_image *img,
                      const unsigned char *buf, size_t n, uint64_t off,
                      struct copy_stats *cs)
@@ -858,8 +862,9 @@ static int put_chunk(struct op_ctx *ctx, struct df_image *img,
 }
 
 /*
- * The file @fd (@len bytes) into the image at @base: only the 4 KiB blocks
- * that differ from what the image holds, all-zero ones as zero ranges.
+ * The file @fd (@len bytes) into the image at @base: only the ZERO_GRAIN
+ * blocks that differ from what the image holds, all-zero ones as zero
+ * ranges.
  * An overlay thus gets just the delta, and a fresh image just the data.
  */
 static int copy_into(struct op_ctx *ctx, struct df_image *img, int fd,

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "ops-disk.h"
 
 static const char usage_text[] =
     "usage: diskforge info [-U] [-f FMT] [--output human|json] "
@@ -146,6 +147,107 @@ static int parse_output(const char *s, bool *json)
     return CLI_OK;
 }
 
+/* ---- the partition table (SPEC §9) ---- */
+
+struct table {
+    struct df_gpt g;
+    struct df_gpt_status st;
+};
+
+/*
+ * Read the GPT that the guest of @img sees; NULL when there is none (or it
+ * cannot be read, which is said on stderr: the image's own info is still
+ * shown).  An image opened without its backing chain (@in names a backing
+ * file that is not open) is opened again with it, read-only; when that
+ * fails, the table is not shown.
+ */
+static struct table *read_table(struct df_image *img, const struct df_info *in)
+{
+    struct df_error err = { 0 };
+    struct table *t = calloc(1, sizeof(*t));
+    struct df_image *full = NULL;
+
+    if (!t) {
+        return NULL;
+    }
+    if (in->backing_file[0] && !df_image_backing(img)) {
+        full = df_image_open(df_image_path(img), df_image_format(img), 0,
+                             &err);
+        if (!full) {
+            free(t);
+            return NULL; /* the backing file is not there: no guest view */
+        }
+    }
+    if (df_gpt_read(full ? full : img, &t->g, &t->st, &err) < 0) {
+        cli_error("cannot read the partition table of '%s': %s",
+                  df_image_path(img), err.msg);
+        t->st.state = DF_GPT_NONE;
+    }
+    df_image_close(full, NULL);
+    if (t->st.state == DF_GPT_NONE) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static void print_table_human(const struct table *t)
+{
+    char guid[37], type[37], size[32];
+
+    df_guid_format(&t->g.disk_guid, true, guid);
+    printf("Partition table: gpt%s\n",
+           t->st.state == DF_GPT_VALID ? "" : " (DAMAGED)");
+    for (size_t i = 0; i < t->st.n_problems; i++) {
+        printf("    problem: %s\n", t->st.problems[i]);
+    }
+    if (!t->st.primary_ok && !t->st.backup_ok) {
+        printf("    no sound copy of the table to show\n");
+        return;
+    }
+    if (t->st.from_backup) {
+        printf("    shown from the backup copy\n");
+    }
+    printf("    disk guid: %s\n", guid);
+    for (size_t i = 0; i < t->g.n_parts; i++) {
+        const struct df_gpt_part *p = &t->g.parts[i];
+        const char *alias = df_gpt_type_name(&p->type);
+        uint64_t bytes = (p->last_lba - p->first_lba + 1) * DF_GPT_SECTOR;
+        df_guid_format(&p->type, true, type);
+        df_guid_format(&p->guid, true, guid);
+        df_format_size(bytes, size, sizeof(size));
+        printf("    %u: name '%s', start %llu, size %llu (%s), type %s%s%s%s, "
+               "guid %s\n", p->index + 1, p->name,
+               (unsigned long long)(p->first_lba * DF_GPT_SECTOR),
+               (unsigned long long)bytes, size, type, alias ? " (" : "",
+               alias ? alias : "", alias ? ")" : "", guid);
+    }
+}
+
+static void add_table_json(json_t *o, const struct table *t)
+{
+    json_t *pt = json_object(), *probs = json_array();
+    char guid[37];
+    bool shown = t->st.primary_ok || t->st.backup_ok;
+
+    json_object_set_new(pt, "type", json_string("gpt"));
+    json_object_set_new(pt, "valid",
+                        json_boolean(t->st.state == DF_GPT_VALID));
+    if (shown) {
+        df_guid_format(&t->g.disk_guid, true, guid);
+        json_object_set_new(pt, "disk-guid", json_string(guid));
+        json_object_set_new(pt, "from-backup",
+                            json_boolean(t->st.from_backup));
+    }
+    for (size_t i = 0; i < t->st.n_problems; i++) {
+        json_array_append_new(probs, cli_json_string(t->st.problems[i]));
+    }
+    json_object_set_new(pt, "problems", probs);
+    json_object_set_new(o, "partition-table", pt);
+    json_object_set_new(o, "partitions", shown ? gpt_partitions_json(&t->g)
+                                               : json_array());
+}
+
 /* Print IMG (and its backing chain when @chain); returns the exit code. */
 static int show(struct df_image *top, bool json, bool chain)
 {
@@ -156,16 +258,25 @@ static int show(struct df_image *top, bool json, bool chain)
     for (struct df_image *img = top; img && ret == CLI_OK;
          img = chain ? df_image_backing(img) : NULL) {
         struct df_info in;
+        struct table *t = NULL;
         if (df_image_info(img, &in, &err) < 0) {
             ret = cli_fail(&err);
         } else if (json) {
-            json_array_append_new(arr, info_json(df_image_path(img), &in));
+            json_t *o = info_json(df_image_path(img), &in);
+            if ((t = read_table(img, &in))) {
+                add_table_json(o, t);
+            }
+            json_array_append_new(arr, o);
         } else {
             if (img != top) {
                 putchar('\n');
             }
             print_human(df_image_path(img), &in);
+            if ((t = read_table(img, &in))) {
+                print_table_human(t);
+            }
         }
+        free(t);
     }
     if (ret == CLI_OK && json) {
         json_t *out = chain ? arr : json_array_get(arr, 0);

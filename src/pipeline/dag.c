@@ -262,6 +262,14 @@ static void step_paths(struct builder *b, const struct job_step *s,
     case JOB_OP_FILL:
     case JOB_OP_RESIZE:
     case JOB_OP_SPARSIFY:
+    case JOB_OP_PARTITION:
+        writes(b, n, s->image);
+        break;
+    case JOB_OP_FILESYSTEM:
+    case JOB_OP_FILES:
+        /* reads the partition table (the last writer of the image, by
+         * write after write) and the host tree, writes the image */
+        reads(b, n, s->from);
         writes(b, n, s->image);
         break;
     case JOB_OP_COMMIT:

@@ -263,7 +263,13 @@ static void feed_key(EVP_MD_CTX *md, const struct job *job,
     case JOB_KEY_IMAGE: feed_path(md, job, t, s->image); break;
     case JOB_KEY_BACKING: feed_path(md, job, t, s->backing); break;
     case JOB_KEY_FROM: feed_path(md, job, t, s->from); break;
-    case JOB_KEY_TO: feed_path(md, job, t, s->to); break;
+    case JOB_KEY_TO:
+        if (s->op == JOB_OP_FILES) {
+            feed_str(md, t, s->to); /* a directory inside the file system */
+        } else {
+            feed_path(md, job, t, s->to);
+        }
+        break;
     case JOB_KEY_A: feed_path(md, job, t, s->a); break;
     case JOB_KEY_B: feed_path(md, job, t, s->b); break;
     case JOB_KEY_FORMAT: feed_str(md, t, df_format_name(s->format)); break;
@@ -317,6 +323,15 @@ static void feed_key(EVP_MD_CTX *md, const struct job *job,
     case JOB_KEY_SHELL: feed_str(md, t, s->shell); break;
     case JOB_KEY_INPUTS: feed_strv(md, job, t, &s->inputs, true); break;
     case JOB_KEY_OUTPUTS: feed_strv(md, job, t, &s->outputs, true); break;
+    case JOB_KEY_TABLE:
+    case JOB_KEY_DISK_GUID:
+    case JOB_KEY_PARTITIONS:
+    case JOB_KEY_PARTITION:
+    case JOB_KEY_TYPE:
+    case JOB_KEY_LABEL:
+    case JOB_KEY_UUID:
+    case JOB_KEY_OPTIONS:
+        break; /* all in job_step_disk_text(), fed once */
     }
 }
 
@@ -339,8 +354,16 @@ void incr_def_fingerprint(const struct job *job, const struct job_step *s,
             feed_key(md, job, s, (enum job_key)k);
         }
     }
-    if (s->op == JOB_OP_COMMAND) {
-        /* passed to the program, and meant to change its bytes (§6) */
+    if (s->op == JOB_OP_PARTITION || s->op == JOB_OP_FILESYSTEM ||
+        s->op == JOB_OP_FILES) {
+        char *disk = job_step_disk_text(s);
+        feed_str(md, "disk", disk ? disk : "?");
+        free(disk);
+    }
+    if (s->op == JOB_OP_COMMAND || s->op == JOB_OP_FILESYSTEM ||
+        s->op == JOB_OP_FILES) {
+        /* passed to the program (and the file system's times), and meant
+         * to change its bytes (§6) */
         feed_str(md, "SOURCE_DATE_EPOCH", getenv("SOURCE_DATE_EPOCH"));
     }
     finish_hex(md, hex);

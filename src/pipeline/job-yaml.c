@@ -13,6 +13,7 @@
  * first, then every key, then defaults, then checks that need several
  * keys); finally the ids that `needs` names.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -559,6 +560,254 @@ static int get_expect(struct reader *r, yaml_node_t *n, struct job_step *s)
     return ret ? -1 : 0;
 }
 
+/* ---- partition and filesystem (SPEC §9) ---- */
+
+static void check_duplicate_keys(struct reader *r, yaml_node_t *m);
+static yaml_node_t *lookup(struct reader *r, yaml_node_t *m,
+                           const char *name);
+
+/* Report keys of mapping @m not among @keys[0..n); -1 if there were any.
+ * @where ends "unknown key 'x' ...". */
+static int check_known_keys(struct reader *r, yaml_node_t *m,
+                            const char *const *keys, size_t n,
+                            const char *where)
+{
+    int ret = 0;
+
+    for (yaml_node_pair_t *q = m->data.mapping.pairs.start;
+         q < m->data.mapping.pairs.top; q++) {
+        yaml_node_t *k = node(r, q->key);
+        const char *name = k->type == YAML_SCALAR_NODE ? scalar_text(k) : "";
+        bool known = false;
+        for (size_t i = 0; i < n; i++) {
+            known |= !strcmp(name, keys[i]);
+        }
+        if (!known) {
+            const char *close = job_closest(name, keys, n);
+            error_at(r, k, "unknown key '%s' %s%s%s%s", name, where,
+                     close ? " (did you mean '" : "", close ? close : "",
+                     close ? "'?)" : "");
+            ret = -1;
+        }
+    }
+    return ret;
+}
+
+static const char *const table_names[] = { "gpt", NULL };
+static const char *const fs_type_names[] = { "ext4", "vfat", NULL };
+
+static int get_guid(struct reader *r, yaml_node_t *n, const char *key,
+                    struct df_guid *out)
+{
+    char *t = get_text(r, n, key);
+    int ret = 0;
+
+    if (!t) {
+        return -1;
+    }
+    if (df_guid_parse(t, out) < 0) {
+        error_at(r, n, "'%s': malformed GUID '%s' (use the form "
+                 "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", key, t);
+        ret = -1;
+    }
+    free(t);
+    return ret;
+}
+
+static int get_part_type(struct reader *r, yaml_node_t *n, struct df_guid *out)
+{
+    char *t = get_text(r, n, "type");
+    const char *const *aliases = df_gpt_type_aliases();
+    size_t count = 0;
+    const char *close;
+    int ret = 0;
+
+    if (!t) {
+        return -1;
+    }
+    if (df_gpt_type_parse(t, out) < 0) {
+        while (aliases[count]) {
+            count++;
+        }
+        close = job_closest(t, aliases, count);
+        error_at(r, n, "unknown partition type '%s' (%s%s%suse esp, "
+                 "bios-boot, linux, linux-root-x86-64, linux-root-arm64, "
+                 "swap, linux-home or a type GUID)", t,
+                 close ? "did you mean '" : "", close ? close : "",
+                 close ? "'? " : "");
+        ret = -1;
+    }
+    free(t);
+    return ret;
+}
+
+static int get_part_attributes(struct reader *r, yaml_node_t *n,
+                               uint64_t *out)
+{
+    struct job_strv v = { 0 };
+    int ret = get_strv(r, n, "attributes", false, &v);
+
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned bit;
+        if (df_gpt_attr_parse(v.v[i], &bit) < 0) {
+            struct job_loc l = v.loc[i];
+            l.file = r->file;
+            job_diag_add(r->diags, &l, "unknown partition attribute '%s' "
+                         "(use legacy_bios_bootable, read_only, "
+                         "no_automount or a bit number 0-63)", v.v[i]);
+            ret = -1;
+        } else {
+            *out |= UINT64_C(1) << bit;
+        }
+    }
+    job_strv_release(&v);
+    return ret;
+}
+
+/* `to` of a files step: an absolute directory of the file system. */
+static int get_fs_dir(struct reader *r, yaml_node_t *n, char **out)
+{
+    char *t = get_text(r, n, "to"), *norm;
+
+    if (!t) {
+        return -1;
+    }
+    if (t[0] != '/' || strstr(t, "/../") || strpbrk(t, "\"\\\n") ||
+        (strlen(t) >= 3 && !strcmp(t + strlen(t) - 3, "/.."))) {
+        error_at(r, n, "'to' must be an absolute directory of the file "
+                 "system without '..', '\"', '\\' or newlines, not '%s'", t);
+        free(t);
+        return -1;
+    }
+    norm = job_path_normalize(t);
+    free(t);
+    if (!norm) {
+        error_at(r, n, "out of memory");
+        return -1;
+    }
+    free(*out);
+    *out = norm;
+    return 0;
+}
+
+/* One entry of `partitions`: {name, type, size, guid, attributes}. */
+static int get_part(struct reader *r, yaml_node_t *m, struct job_part *p)
+{
+    static const char *const keys[] = { "name", "type", "size", "guid",
+                                        "attributes" };
+    yaml_node_t *n;
+    int ret = 0;
+
+    p->loc = job_loc_of(r, m);
+    if (m->type != YAML_MAPPING_NODE) {
+        error_at(r, m, "a partition is a mapping with 'name', 'type' and "
+                 "'size', not %s", kind_name(m));
+        return -1;
+    }
+    check_duplicate_keys(r, m);
+    if (check_known_keys(r, m, keys, 5, "in a partition") < 0) {
+        ret = -1;
+    }
+    if (!(n = lookup(r, m, "name"))) {
+        error_at(r, m, "a partition needs a 'name'");
+        ret = -1;
+    } else if (get_string(r, n, "name", &p->name) == 0) {
+        struct df_error err = { 0 };
+        if (!*p->name) {
+            error_at(r, n, "a partition's 'name' is empty");
+            ret = -1;
+        } else if (df_gpt_name_check(p->name, &err) < 0) {
+            error_at(r, n, "%s", err.msg);
+            ret = -1;
+        }
+    } else {
+        ret = -1;
+    }
+    if (!(n = lookup(r, m, "type"))) {
+        error_at(r, m, "partition '%s' needs a 'type'",
+                 p->name ? p->name : "?");
+        ret = -1;
+    } else {
+        ret |= get_part_type(r, n, &p->type);
+    }
+    if (!(n = lookup(r, m, "size"))) {
+        error_at(r, m, "partition '%s' needs a 'size' (or 'size: rest')",
+                 p->name ? p->name : "?");
+        ret = -1;
+    } else {
+        p->size_loc = job_loc_of(r, n);
+        if (n->type == YAML_SCALAR_NODE && !strcmp(scalar_text(n), "rest")) {
+            p->rest = true;
+        } else if (get_size(r, n, "size", &p->size) < 0) {
+            ret = -1;
+        } else if (!p->size || p->size % DF_GPT_SECTOR) {
+            error_at(r, n, "partition size %llu is not a positive multiple "
+                     "of 512 bytes", (unsigned long long)p->size);
+            ret = -1;
+        }
+    }
+    if ((n = lookup(r, m, "guid"))) {
+        ret |= get_guid(r, n, "guid", &p->guid);
+        p->has_guid = true;
+    }
+    if ((n = lookup(r, m, "attributes"))) {
+        ret |= get_part_attributes(r, n, &p->attributes);
+    }
+    return ret ? -1 : 0;
+}
+
+static int get_partitions(struct reader *r, yaml_node_t *n,
+                          struct job_step *s)
+{
+    size_t count;
+    int ret = 0;
+
+    if (n->type != YAML_SEQUENCE_NODE) {
+        error_at(r, n, "'partitions' must be a list of partitions, not %s",
+                 kind_name(n));
+        return -1;
+    }
+    count = (size_t)(n->data.sequence.items.top -
+                     n->data.sequence.items.start);
+    if (count > DF_GPT_ENTRIES) {
+        error_at(r, n, "%zu partitions: a GPT holds at most %u", count,
+                 DF_GPT_ENTRIES);
+        return -1;
+    }
+    s->parts = calloc(count + 1, sizeof(*s->parts));
+    if (!s->parts) {
+        error_at(r, n, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *m = node(r, n->data.sequence.items.start[i]);
+        struct job_part *p = &s->parts[i];
+        s->n_parts = i + 1;
+        if (get_part(r, m, p) < 0) {
+            ret = -1;
+        }
+        if (!p->name) {
+            continue;
+        }
+        if (p->rest && i + 1 != count) {
+            struct job_loc l = p->size_loc;
+            l.file = r->file;
+            job_diag_add(r->diags, &l, "partition '%s': only the last "
+                         "partition may have 'size: rest'", p->name);
+            ret = -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (s->parts[j].name && !strcmp(s->parts[j].name, p->name)) {
+                error_at(r, m, "duplicate partition name '%s' (first at "
+                         "line %d)", p->name, s->parts[j].loc.line);
+                ret = -1;
+                break;
+            }
+        }
+    }
+    return ret;
+}
+
 /* Read the value @v of key @k into @s.  Returns 0 or -1 (reported). */
 static int parse_key(struct reader *r, struct job_step *s, enum job_key k,
                      yaml_node_t *v)
@@ -582,7 +831,9 @@ static int parse_key(struct reader *r, struct job_step *s, enum job_key k,
         ret = get_path(r, v, name, s->op == JOB_OP_CONVERT, &s->from);
         break;
     case JOB_KEY_TO:
-        ret = get_path(r, v, name, s->op == JOB_OP_CONVERT, &s->to);
+        ret = s->op == JOB_OP_FILES
+                  ? get_fs_dir(r, v, &s->to)
+                  : get_path(r, v, name, s->op == JOB_OP_CONVERT, &s->to);
         break;
     case JOB_KEY_A: ret = get_path(r, v, name, true, &s->a); break;
     case JOB_KEY_B: ret = get_path(r, v, name, true, &s->b); break;
@@ -705,6 +956,29 @@ static int parse_key(struct reader *r, struct job_step *s, enum job_key k,
     case JOB_KEY_INPUTS: ret = get_strv(r, v, name, true, &s->inputs); break;
     case JOB_KEY_OUTPUTS:
         ret = get_strv(r, v, name, true, &s->outputs);
+        break;
+    case JOB_KEY_TABLE:
+        ret = get_choice(r, v, name, table_names, &i);
+        break;
+    case JOB_KEY_DISK_GUID: ret = get_guid(r, v, name, &s->disk_guid); break;
+    case JOB_KEY_PARTITIONS: ret = get_partitions(r, v, s); break;
+    case JOB_KEY_PARTITION:
+        ret = get_string(r, v, name, &s->partition);
+        if (ret == 0 && !*s->partition) {
+            error_at(r, v, "'partition' is empty: give a partition's name "
+                     "or its number (from 1)");
+            ret = -1;
+        }
+        break;
+    case JOB_KEY_TYPE:
+        if ((ret = get_choice(r, v, name, fs_type_names, &i)) == 0) {
+            s->fs_type = (enum job_fs_type)i;
+        }
+        break;
+    case JOB_KEY_LABEL: ret = get_string(r, v, name, &s->label); break;
+    case JOB_KEY_UUID: ret = get_string(r, v, name, &s->uuid); break;
+    case JOB_KEY_OPTIONS:
+        ret = get_strv(r, v, name, false, &s->options);
         break;
     case JOB_KEY_COUNT: break;
     }
@@ -914,6 +1188,42 @@ static void error_key(struct reader *r, const struct job_step *s,
     free(msg);
 }
 
+/* A vfat volume id: 8 hex digits, or XXXX-XXXX. */
+static bool volid_ok(const char *u)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; u[i]; i++) {
+        if (i == 4 && u[i] == '-' && strlen(u) == 9) {
+            continue;
+        }
+        if (!isxdigit((unsigned char)u[i])) {
+            return false;
+        }
+        n++;
+    }
+    return n == 8;
+}
+
+static void check_filesystem(struct reader *r, struct job_step *s)
+{
+    bool vfat = s->fs_type == JOB_FS_VFAT;
+    struct df_guid g;
+
+    if (s->uuid && (vfat ? !volid_ok(s->uuid) : df_guid_parse(s->uuid, &g) < 0)) {
+        error_key(r, s, JOB_KEY_UUID, "malformed %s uuid '%s' (%s)",
+                  vfat ? "vfat" : "ext4", s->uuid,
+                  vfat ? "a vfat volume id is 8 hexadecimal digits, or "
+                         "XXXX-XXXX"
+                       : "use the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
+    }
+    if (s->label && strlen(s->label) > (vfat ? 11u : 16u)) {
+        error_key(r, s, JOB_KEY_LABEL, "label '%s' is longer than the %u "
+                  "bytes %s holds", s->label, vfat ? 11u : 16u,
+                  vfat ? "vfat" : "ext4");
+    }
+}
+
 /* Checks that involve several keys of one step. */
 static void check_step(struct reader *r, struct job_step *s)
 {
@@ -945,6 +1255,9 @@ static void check_step(struct reader *r, struct job_step *s)
                       a ? "give 'argv' or 'shell', not both"
                         : "op 'command' needs 'argv' (a list) or 'shell'");
         }
+    }
+    if (s->op == JOB_OP_FILESYSTEM) {
+        check_filesystem(r, s);
     }
     if (!makes_image) {
         return;
@@ -1223,6 +1536,132 @@ static void check_backing_formats(struct reader *r)
     }
 }
 
+/*
+ * The virtual size image @path has before step @upto, when the job states
+ * it (create or overlay with a size, resize); 0 when unknown.
+ */
+static uint64_t known_size(const struct job *job, size_t upto,
+                           const char *path)
+{
+    for (size_t i = upto; i-- > 0;) {
+        const struct job_step *s = &job->steps[i];
+        if (s->op == JOB_OP_COMMAND) {
+            if (strv_has(&s->outputs, path)) {
+                return 0;
+            }
+            continue;
+        }
+        if ((s->op == JOB_OP_CONVERT || s->op == JOB_OP_COPY) && s->to &&
+            !strcmp(s->to, path)) {
+            return 0;
+        }
+        if (!s->image || strcmp(s->image, path) != 0) {
+            continue;
+        }
+        if (s->op == JOB_OP_CREATE || s->op == JOB_OP_OVERLAY ||
+            s->op == JOB_OP_RESIZE) {
+            return job_step_has(s, JOB_KEY_SIZE) ? s->size : 0;
+        }
+    }
+    return 0;
+}
+
+/* Partition steps on images of a stated size; filesystem steps naming a
+ * partition of the table the job wrote. */
+static void check_disk_steps(struct reader *r)
+{
+    struct job *job = r->job;
+
+    for (size_t i = 0; i < job->n_steps; i++) {
+        struct job_step *s = &job->steps[i];
+        uint64_t size;
+        struct df_gpt_want *want;
+
+        if (s->op != JOB_OP_PARTITION || !s->image ||
+            !job_step_has(s, JOB_KEY_PARTITIONS) ||
+            !(size = known_size(job, i, s->image))) {
+            continue;
+        }
+        want = calloc(s->n_parts + 1, sizeof(*want));
+        if (!want) {
+            continue;
+        }
+        for (size_t k = 0; k < s->n_parts; k++) {
+            want[k].size = s->parts[k].size;
+            want[k].rest = s->parts[k].rest;
+        }
+        if (size < df_gpt_min_disk_size(NULL, 0)) {
+            error_key(r, s, JOB_KEY_IMAGE, "a disk of %llu bytes is too small "
+                      "for a GPT (it needs %llu bytes)",
+                      (unsigned long long)size,
+                      (unsigned long long)df_gpt_min_disk_size(NULL, 0));
+        }
+        for (size_t k = 0; k < s->n_parts; k++) {
+            uint64_t need = df_gpt_min_disk_size(want, k + 1);
+            if (need > size) {
+                struct job_loc l = s->parts[k].size_loc;
+                l.file = r->file;
+                job_diag_add(r->diags, &l, "step '%s': partition '%s' does "
+                             "not fit on the disk of %llu bytes (the "
+                             "partitions up to it need %llu)", s->id,
+                             s->parts[k].name, (unsigned long long)size,
+                             (unsigned long long)need);
+                break;
+            }
+        }
+        free(want);
+    }
+    for (size_t i = 0; i < job->n_steps; i++) {
+        struct job_step *s = &job->steps[i];
+        const struct job_step *t = NULL;
+        char *end;
+        unsigned long num;
+
+        if ((s->op != JOB_OP_FILESYSTEM && s->op != JOB_OP_FILES) ||
+            !s->image || !s->partition) {
+            continue;
+        }
+        for (size_t j = i; j-- > 0;) {
+            if (job->steps[j].op == JOB_OP_PARTITION &&
+                job->steps[j].image &&
+                !strcmp(job->steps[j].image, s->image)) {
+                t = &job->steps[j];
+                break;
+            }
+        }
+        if (!t || !job_step_has(t, JOB_KEY_PARTITIONS)) {
+            continue; /* the table is the image's: checked when it runs */
+        }
+        num = strtoul(s->partition, &end, 10);
+        if (!*end && s->partition[0] >= '1' && s->partition[0] <= '9' &&
+            num <= t->n_parts) {
+            continue;
+        }
+        {
+            const char **names = calloc(t->n_parts + 1, sizeof(*names));
+            const char *close = NULL;
+            bool found = false;
+            for (size_t k = 0; k < t->n_parts; k++) {
+                found |= t->parts[k].name &&
+                         !strcmp(t->parts[k].name, s->partition);
+                if (names) {
+                    names[k] = t->parts[k].name;
+                }
+            }
+            if (!found) {
+                close = names ? job_closest(s->partition, names, t->n_parts)
+                              : NULL;
+                error_key(r, s, JOB_KEY_PARTITION, "step '%s' makes no "
+                          "partition '%s' in '%s'%s%s%s", t->id,
+                          s->partition, s->image,
+                          close ? " (did you mean '" : "",
+                          close ? close : "", close ? "'?)" : "");
+            }
+            free(names);
+        }
+    }
+}
+
 static void read_root(struct reader *r, yaml_node_t *root)
 {
     static const char *const root_keys[] = { "version", "name", "vars",
@@ -1235,21 +1674,7 @@ static void read_root(struct reader *r, yaml_node_t *root)
         return;
     }
     check_duplicate_keys(r, root);
-    for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
-         p < root->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = node(r, p->key);
-        const char *name = k->type == YAML_SCALAR_NODE ? scalar_text(k) : "";
-        bool known = false;
-        for (size_t i = 0; i < 5; i++) {
-            known |= !strcmp(name, root_keys[i]);
-        }
-        if (!known) {
-            const char *close = job_closest(name, root_keys, 5);
-            error_at(r, k, "unknown key '%s' at the top of the job%s%s%s",
-                     name, close ? " (did you mean '" : "",
-                     close ? close : "", close ? "'?)" : "");
-        }
-    }
+    check_known_keys(r, root, root_keys, 5, "at the top of the job");
     /* --set values first: they win over vars */
     for (size_t i = 0; r->set && i < r->set->n; i++) {
         job_vars_set(&r->job->vars, r->set->v[i].name, r->set->v[i].value);
@@ -1275,6 +1700,7 @@ static void read_root(struct reader *r, yaml_node_t *root)
         read_steps(r, n);
         check_ids(r);
         check_backing_formats(r);
+        check_disk_steps(r);
     } else {
         error_at(r, root, "the job has no 'steps'");
     }

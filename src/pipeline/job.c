@@ -6,6 +6,7 @@
 #include "job.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -200,6 +201,8 @@ static const char *const op_names[JOB_OP_COUNT] = {
     [JOB_OP_CHECK] = "check",       [JOB_OP_DIGEST] = "digest",
     [JOB_OP_COMPARE] = "compare",   [JOB_OP_INFO] = "info",
     [JOB_OP_COMMAND] = "command",
+    [JOB_OP_PARTITION] = "partition", [JOB_OP_FILESYSTEM] = "filesystem",
+    [JOB_OP_FILES] = "files",
 };
 
 const char *job_op_name(enum job_op op)
@@ -254,6 +257,14 @@ static const char *const key_names[JOB_KEY_COUNT] = {
     [JOB_KEY_SHELL] = "shell",
     [JOB_KEY_INPUTS] = "inputs",
     [JOB_KEY_OUTPUTS] = "outputs",
+    [JOB_KEY_TABLE] = "table",
+    [JOB_KEY_DISK_GUID] = "disk_guid",
+    [JOB_KEY_PARTITIONS] = "partitions",
+    [JOB_KEY_PARTITION] = "partition",
+    [JOB_KEY_TYPE] = "type",
+    [JOB_KEY_LABEL] = "label",
+    [JOB_KEY_UUID] = "uuid",
+    [JOB_KEY_OPTIONS] = "options",
 };
 
 const char *job_key_name(enum job_key key)
@@ -317,6 +328,16 @@ static const struct {
     [JOB_OP_COMMAND] = { COMMON | K(ARGV) | K(SHELL) | K(INPUTS) |
                              K(OUTPUTS),
                          0 /* argv or shell: checked by hand */ },
+    [JOB_OP_PARTITION] = { COMMON | K(IMAGE) | K(FORMAT) | K(TABLE) |
+                               K(DISK_GUID) | K(PARTITIONS),
+                           K(IMAGE) | K(PARTITIONS) },
+    [JOB_OP_FILESYSTEM] = { COMMON | K(IMAGE) | K(FORMAT) | K(PARTITION) |
+                                K(TYPE) | K(LABEL) | K(UUID) | K(FROM) |
+                                K(OPTIONS),
+                            K(IMAGE) | K(PARTITION) | K(TYPE) },
+    [JOB_OP_FILES] = { COMMON | K(IMAGE) | K(FORMAT) | K(PARTITION) |
+                           K(FROM) | K(TO),
+                       K(IMAGE) | K(PARTITION) | K(FROM) },
 };
 
 /* Keys `defaults:` may set: the options of create, overlay and convert. */
@@ -614,6 +635,14 @@ void job_step_release(struct job_step *s)
     free(s->shell);
     job_strv_release(&s->inputs);
     job_strv_release(&s->outputs);
+    for (size_t i = 0; i < s->n_parts; i++) {
+        free(s->parts[i].name);
+    }
+    free(s->parts);
+    free(s->partition);
+    free(s->label);
+    free(s->uuid);
+    job_strv_release(&s->options);
 }
 
 void job_free(struct job *job)
@@ -630,6 +659,47 @@ void job_free(struct job *job)
     free(job->name);
     job_vars_release(&job->vars);
     free(job);
+}
+
+char *job_step_disk_text(const struct job_step *s)
+{
+    char *out = NULL, g[37];
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+
+    if (!f) {
+        return NULL;
+    }
+    if (s->op == JOB_OP_PARTITION) {
+        df_guid_format(&s->disk_guid, true, g);
+        fprintf(f, "gpt disk_guid=%s\n",
+                job_step_has(s, JOB_KEY_DISK_GUID) ? g : "derived");
+        for (size_t i = 0; i < s->n_parts; i++) {
+            const struct job_part *p = &s->parts[i];
+            char t[37];
+            df_guid_format(&p->type, true, t);
+            df_guid_format(&p->guid, true, g);
+            fprintf(f, "%zu name=%s type=%s size=%llu rest=%d guid=%s "
+                    "attributes=%llx\n", i, p->name, t,
+                    (unsigned long long)p->size, p->rest,
+                    p->has_guid ? g : "derived",
+                    (unsigned long long)p->attributes);
+        }
+    } else if (s->op == JOB_OP_FILESYSTEM) {
+        fprintf(f, "partition=%s type=%s label=%s uuid=%s\n",
+                s->partition ? s->partition : "",
+                s->fs_type == JOB_FS_VFAT ? "vfat" : "ext4",
+                s->label ? s->label : "(none)",
+                s->uuid ? s->uuid : "(derived)");
+        for (size_t i = 0; i < s->options.n; i++) {
+            fprintf(f, "option=%s\n", s->options.v[i]);
+        }
+    } else if (s->op == JOB_OP_FILES) {
+        fprintf(f, "partition=%s to=%s\n", s->partition ? s->partition : "",
+                s->to ? s->to : "/");
+    }
+    fclose(f);
+    return out;
 }
 
 const struct job_step *job_find_step(const struct job *job, const char *id)

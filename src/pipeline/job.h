@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "diskforge/gpt.h"
 #include "diskforge/image.h"
 #include "diskforge/ops.h"
 
@@ -89,6 +90,9 @@ enum job_op {
     JOB_OP_COMPARE,
     JOB_OP_INFO,
     JOB_OP_COMMAND,
+    JOB_OP_PARTITION,  /* SPEC §9 */
+    JOB_OP_FILESYSTEM,
+    JOB_OP_FILES,
     JOB_OP_COUNT
 };
 
@@ -131,6 +135,14 @@ enum job_key {
     JOB_KEY_SHELL,
     JOB_KEY_INPUTS,
     JOB_KEY_OUTPUTS,
+    JOB_KEY_TABLE,      /* partition (SPEC §9) */
+    JOB_KEY_DISK_GUID,
+    JOB_KEY_PARTITIONS,
+    JOB_KEY_PARTITION,  /* filesystem */
+    JOB_KEY_TYPE,
+    JOB_KEY_LABEL,
+    JOB_KEY_UUID,
+    JOB_KEY_OPTIONS,
     JOB_KEY_COUNT
 };
 
@@ -139,6 +151,21 @@ const char *job_key_name(enum job_key key);
 enum job_sparse { JOB_SPARSE_AUTO, JOB_SPARSE_ALWAYS, JOB_SPARSE_NEVER };
 enum job_compress { JOB_COMPRESS_NONE, JOB_COMPRESS_ZLIB, JOB_COMPRESS_ZSTD };
 enum job_pattern { JOB_PATTERN_BYTE, JOB_PATTERN_ZERO, JOB_PATTERN_RANDOM };
+
+enum job_fs_type { JOB_FS_EXT4, JOB_FS_VFAT };
+
+/* One entry of a partition step's `partitions`. */
+struct job_part {
+    char *name;
+    struct df_guid type;
+    uint64_t size;      /* bytes; 0 with rest */
+    bool rest;
+    bool has_guid;      /* else derived at run time */
+    struct df_guid guid;
+    uint64_t attributes;
+    struct job_loc loc; /* the entry's mapping */
+    struct job_loc size_loc;
+};
 
 /* A list of strings with the location of each. */
 struct job_strv {
@@ -159,7 +186,8 @@ struct job_step {
     uint64_t bad_keys;                  /* present but invalid (reported) */
     struct job_loc key_loc[JOB_KEY_COUNT]; /* where each value is */
 
-    /* Paths, resolved against the job file's directory and normalised. */
+    /* Paths, resolved against the job file's directory and normalised
+     * (`to` of a files step: a directory of the file system, "/..."). */
     char *image, *backing, *from, *to, *a, *b;
     /* `backing` as written (after ${} substitution); "" = none (rebase) */
     char *backing_given;
@@ -186,6 +214,14 @@ struct job_step {
     char *shell;              /* or NULL */
     struct job_strv inputs;   /* resolved paths */
     struct job_strv outputs;  /* resolved paths */
+    /* partition and filesystem (SPEC §9) */
+    struct df_guid disk_guid; /* when JOB_KEY_DISK_GUID */
+    struct job_part *parts;
+    size_t n_parts;
+    char *partition;          /* a name or a 1-based number */
+    enum job_fs_type fs_type;
+    char *label, *uuid;       /* as written, or NULL */
+    struct job_strv options;  /* extra mkfs arguments */
 };
 
 static inline bool job_step_has(const struct job_step *s, enum job_key k)
@@ -219,6 +255,13 @@ struct job *job_load_string(const char *path, const char *text, size_t len,
                             struct job_diags *diags);
 
 void job_free(struct job *job);
+
+/*
+ * job_step_disk_text() - the partition and filesystem keys of @s as one
+ * canonical string (you own it), for fingerprints: what the job asks for
+ * after defaults, in a fixed order.
+ */
+char *job_step_disk_text(const struct job_step *s);
 
 /* Look a step up by id; NULL if none. */
 const struct job_step *job_find_step(const struct job *job, const char *id);

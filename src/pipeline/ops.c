@@ -26,13 +26,12 @@
 #include <unistd.h>
 
 #include "diskforge/ops.h"
+#include "ops-disk.h"
 #include "report.h"
 #include "runner.h"
 
 #define IO_CHUNK (1u << 20)
 #define DF_MIN_U64(a, b) ((uint64_t)(a) < (uint64_t)(b) ? (uint64_t)(a) : (uint64_t)(b))
-/* How much of a command's output the report keeps. */
-#define OUTPUT_LIMIT (64u << 10)
 
 static int fail(struct op_ctx *ctx, enum df_errc code, const char *fmt, ...)
     DF_PRINTF(3, 4);
@@ -705,15 +704,10 @@ static bool file_id_same(const struct file_id *a, const struct file_id *b)
              a->mtime.tv_nsec == b->mtime.tv_nsec));
 }
 
-struct capture {
-    char *buf;
-    size_t len;      /* kept, at most OUTPUT_LIMIT */
-    uint64_t total;  /* produced */
-};
-
 static void capture_add(struct capture *c, const char *p, size_t n)
 {
-    size_t keep = c->len < OUTPUT_LIMIT ? OUTPUT_LIMIT - c->len : 0;
+    size_t limit = c->cap ? c->cap : OUTPUT_LIMIT;
+    size_t keep = c->len < limit ? limit - c->len : 0;
 
     c->total += n;
     if (keep > n) {
@@ -725,21 +719,26 @@ static void capture_add(struct capture *c, const char *p, size_t n)
     }
 }
 
-static int spawn_child(struct op_ctx *ctx, int out_fd, pid_t *pid)
+int op_spawn(struct op_ctx *ctx, const char *prog, char *const argv[],
+             char *const envp[], const char *dir, int out_fd, int err_fd,
+             pid_t *pid)
 {
-    const struct job_step *s = ctx->step;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, dfl;
-    char *sh_argv[] = { "sh", "-c", s->shell, NULL };
-    char **argv = s->shell ? sh_argv : s->argv.v;
     int rc;
 
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
-    posix_spawn_file_actions_addchdir_np(&fa, ctx->job->dir);
+    if (out_fd >= 0) {
+        posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    } else {
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    }
+    posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
+    if (dir) {
+        posix_spawn_file_actions_addchdir_np(&fa, dir);
+    }
     posix_spawnattr_init(&attr);
     sigemptyset(&none);
     sigemptyset(&dfl);
@@ -753,16 +752,27 @@ static int spawn_child(struct op_ctx *ctx, int out_fd, pid_t *pid)
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
                                         POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETPGROUP);
-    rc = s->shell ? posix_spawn(pid, "/bin/sh", &fa, &attr, argv, environ)
-                  : posix_spawnp(pid, argv[0], &fa, &attr, argv, environ);
+    rc = strchr(prog, '/') ? posix_spawn(pid, prog, &fa, &attr, argv, envp)
+                           : posix_spawnp(pid, prog, &fa, &attr, argv, envp);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
         errno = rc;
-        return df_fail_sys(&ctx->err, "cannot run '%s' in '%s'",
-                           s->shell ? "/bin/sh" : argv[0], ctx->job->dir);
+        return df_fail_sys(&ctx->err, "cannot run '%s' in '%s'", prog,
+                           dir ? dir : ".");
     }
     return 0;
+}
+
+static int spawn_child(struct op_ctx *ctx, int out_fd, pid_t *pid)
+{
+    const struct job_step *s = ctx->step;
+    char *sh_argv[] = { "sh", "-c", s->shell, NULL };
+
+    return s->shell ? op_spawn(ctx, "/bin/sh", sh_argv, environ,
+                               ctx->job->dir, out_fd, out_fd, pid)
+                    : op_spawn(ctx, s->argv.v[0], s->argv.v, environ,
+                               ctx->job->dir, out_fd, out_fd, pid);
 }
 
 static int64_t now_mono_ms(void)
@@ -774,8 +784,8 @@ static int64_t now_mono_ms(void)
 }
 
 /* Read the child's output until it exits; kill it when cancelled. */
-static int supervise(struct op_ctx *ctx, int fd, pid_t pid,
-                     struct capture *cap, int *status)
+int op_supervise(struct op_ctx *ctx, int fd, pid_t pid, struct capture *cap,
+                 int *status)
 {
     int64_t killed_at = 0;
     bool eof = false, exited = false;
@@ -829,7 +839,7 @@ static int supervise(struct op_ctx *ctx, int fd, pid_t pid,
 static int op_command(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
-    struct capture cap = { malloc(OUTPUT_LIMIT), 0, 0 };
+    struct capture cap = { malloc(OUTPUT_LIMIT), 0, 0, 0 };
     struct file_id *before = NULL;
     int pipefd[2], status = 0, ret = 0, killed;
     pid_t pid;
@@ -851,7 +861,7 @@ static int op_command(struct op_ctx *ctx)
     ret = spawn_child(ctx, pipefd[1], &pid);
     close(pipefd[1]);
     if (ret == 0) {
-        killed = supervise(ctx, pipefd[0], pid, &cap, &status);
+        killed = op_supervise(ctx, pipefd[0], pid, &cap, &status);
         r = result_obj(ctx);
         if (WIFEXITED(status)) {
             json_object_set_new(r, "exit_code",
@@ -985,6 +995,9 @@ const struct op_table job_engine_ops = {
         [JOB_OP_COMPARE] = op_compare,
         [JOB_OP_INFO] = op_info,
         [JOB_OP_COMMAND] = op_command,
+        [JOB_OP_PARTITION] = op_partition,
+        [JOB_OP_FILESYSTEM] = op_filesystem,
+        [JOB_OP_FILES] = op_files,
     },
     .before = prepare,
     .after = describe_outputs,

@@ -135,6 +135,22 @@ char *plan_step_summary(const struct job_step *s)
             }
         }
         break;
+    case JOB_OP_PARTITION:
+        fprintf(f, "write a GPT of %zu partition%s into '%s'", s->n_parts,
+                s->n_parts == 1 ? "" : "s", s->image);
+        break;
+    case JOB_OP_FILESYSTEM:
+        fprintf(f, "make %s in partition %s of '%s'",
+                s->fs_type == JOB_FS_VFAT ? "vfat" : "ext4", s->partition,
+                s->image);
+        if (s->from) {
+            fprintf(f, " from '%s'", s->from);
+        }
+        break;
+    case JOB_OP_FILES:
+        fprintf(f, "copy '%s' into '%s' of partition %s of '%s'", s->from,
+                s->to ? s->to : "/", s->partition, s->image);
+        break;
     case JOB_OP_COUNT:
         break;
     }

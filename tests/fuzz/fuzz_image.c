@@ -8,7 +8,7 @@
  *      backing chain (a fuzzed backing name must not reach other files);
  *   2. info, block status over the whole disk and reads of what it
  *      reports, both bounded so that a 4 TiB disk costs no more than a
- *      small one;
+ *      small one, and the guest's GPT (gpt.h) read and checked;
  *   3. check without repair;
  *   4. on a private copy: check -r all, then writes and zero writes at
  *      the start, the middle and the end, then check again; then, for an
@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <diskforge/gpt.h>
 #include <diskforge/image.h>
 #include <diskforge/ops.h>
 
@@ -99,8 +100,14 @@ static void read_only(const char *path)
         img = df_image_open(path, DF_FMT_AUTO, DF_OPEN_NO_BACKING, &err);
     }
     if (img) {
+        struct df_gpt *g = malloc(sizeof(*g));
+        struct df_gpt_status st;
         (void)df_image_info(img, &info, &err);
         walk(img);
+        if (g) {
+            (void)df_gpt_read(img, g, &st, &err);
+            free(g);
+        }
         df_image_close(img, &err);
     }
     (void)df_check(path, DF_FMT_QCOW2, DF_REPAIR_NONE, &res, NULL, NULL,

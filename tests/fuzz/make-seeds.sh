@@ -49,3 +49,12 @@ qemu-img convert -q -c -f raw -O qcow2 -o cluster_size=4k "$raw" \
 qemu-img convert -q -c -f raw -O qcow2 -o cluster_size=4k,compression_type=zstd \
     "$raw" "$out/compressed-zstd-4k.qcow2"
 rm -f "$raw"
+# a guest disk with a GPT (the table's CRCs and entries for the fuzzer)
+if command -v sgdisk >/dev/null 2>&1 || [[ -x /usr/sbin/sgdisk ]]; then
+    truncate -s 1M "$out/gpt.raw"
+    PATH=$PATH:/usr/sbin sgdisk -n 1:34:+200K -t 1:ef00 -c 1:esp \
+        -n 2:0:0 -t 2:8300 -c 2:root "$out/gpt.raw" >/dev/null
+    qemu-img convert -f raw -O qcow2 -o cluster_size=512 "$out/gpt.raw" \
+        "$out/gpt-512.qcow2"
+    rm -f "$out/gpt.raw"
+fi

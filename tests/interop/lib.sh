@@ -88,6 +88,19 @@ need_qemu() {
     done
 }
 
+# need_tools PROG...: skip (77) unless every PROG is found, also in
+# /usr/sbin and /sbin (where Debian keeps mke2fs, sgdisk and mkfs.vfat).
+need_tools() {
+    local p
+    for p in "$@"; do
+        command -v "$p" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
+        if ! command -v "$p" >/dev/null 2>&1; then
+            echo "SKIP: $T_NAME: $p not found (apt-get install gdisk fdisk e2fsprogs dosfstools mtools)"
+            exit 77
+        fi
+    done
+}
+
 # --- reporting ---------------------------------------------------------------
 
 set_case() { T_CASE="$*"; }

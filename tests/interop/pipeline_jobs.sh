@@ -6,7 +6,7 @@
 # when it is installed.
 . "$(dirname "$0")/lib.sh"
 need_qemu
-command -v mke2fs >/dev/null || { echo "SKIP: $T_NAME: mke2fs not found"; exit 77; }
+need_tools mke2fs debugfs e2fsck mkfs.vfat fsck.vfat mcopy mtype sfdisk
 need_jsonschema
 
 step_status() { rjson "$1" "next(s['status'] for s in r['steps'] if s['id']=='$2')"; }
@@ -88,18 +88,54 @@ q_ok qemu-img check --output=json "$O/golden-dist.qcow2" &&
 for f in base web db ci; do
     qcheck "$O/$f.qcow2"
 done
-set_case "golden-image: content"
+set_case "golden-image: a real disk"
 raw_of "$O/base.qcow2" "$T_TMP/golden.raw"
-expect_true "the root file system is at 1 MiB" \
-    cmp -s -n "$(len_of "$O/rootfs.ext4")" -i 1048576:0 "$T_TMP/golden.raw" "$O/rootfs.ext4"
-raw_of "$O/web.qcow2" "$T_TMP/web.raw"
-expect_eq "web role data" "$(tail -c 1048576 "$T_TMP/web.raw" | tr -d 'W' | wc -c)" 0
-expect_true "web is the base below its role data" \
-    cmp -s -n $((255 << 20)) "$T_TMP/web.raw" "$T_TMP/golden.raw"
-rm -f "$T_TMP/golden.raw" "$T_TMP/web.raw"
-if command -v debugfs >/dev/null; then
-    expect_eq "hostname inside the file system" \
-        "$(debugfs -R 'cat /etc/hostname' "$O/rootfs.ext4" 2>/dev/null)" golden
-fi
+q_ok sfdisk --json "$T_TMP/golden.raw" &&
+    expect_eq "sfdisk: an ESP and an x86-64 root" "$("$PY" -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["partitiontable"]
+print(t["label"], [(p["name"], p["type"], p["start"], p["size"]) for p in t["partitions"]])' "$Q_OUT")" \
+        "gpt [('esp', 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B', 2048, 131072), ('root', '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709', 133120, 391135)]"
+part() { # part RAW N OUT: partition N (1 ESP, 2 root) cut out
+    if (($2 == 1)); then
+        dd if="$1" of="$3" bs=1M skip=1 count=64 status=none
+    else
+        dd if="$1" of="$3" bs=512 skip=133120 count=391135 status=none
+    fi
+}
+part "$T_TMP/golden.raw" 1 "$T_TMP/esp.img"
+part "$T_TMP/golden.raw" 2 "$T_TMP/root.img"
+q_ok fsck.vfat -n "$T_TMP/esp.img"
+q_ok e2fsck -fn "$T_TMP/root.img"
+expect_eq "hostname inside the root file system" \
+    "$(debugfs -R 'cat /etc/hostname' "$T_TMP/root.img" 2>/dev/null)" golden
+expect_eq "the boot loader's configuration in the ESP" \
+    "$(MTOOLS_SKIP_CHECK=1 mtype -i "$T_TMP/esp.img" ::/loader/loader.conf)" \
+    "$(cat "$T_SRC/examples/golden-esp/loader/loader.conf")"
+expect_eq "the base has no role" \
+    "$(debugfs -R 'cat /etc/golden/role' "$T_TMP/root.img" 2>/dev/null)" ""
+for role in web db ci; do
+    raw_of "$O/$role.qcow2" "$T_TMP/$role.raw"
+    part "$T_TMP/$role.raw" 2 "$T_TMP/$role-root.img"
+    q_ok e2fsck -fn "$T_TMP/$role-root.img"
+    expect_eq "$role: its role file" \
+        "$(debugfs -R 'cat /etc/golden/role' "$T_TMP/$role-root.img" 2>/dev/null)" "role=$role"
+    expect_true "$role: the ESP is the base's" \
+        cmp -s -n $((64 << 20)) -i $((1 << 20)):$((1 << 20)) "$T_TMP/$role.raw" "$T_TMP/golden.raw"
+    expect_true "$role: the overlay holds only the delta ($(len_of "$O/$role.qcow2") bytes)" \
+        test "$(len_of "$O/$role.qcow2")" -lt $((2 << 20))
+    rm -f "$T_TMP/$role.raw" "$T_TMP/$role-root.img"
+done
+expect_eq "web: its page" \
+    "$(raw_of "$O/web.qcow2" "$T_TMP/web.raw"; part "$T_TMP/web.raw" 2 "$T_TMP/web-root.img"
+       debugfs -R 'cat /srv/www/index.html' "$T_TMP/web-root.img" 2>/dev/null | sed -n 2p)" "<title>golden web</title>"
+rm -f "$T_TMP/golden.raw" "$T_TMP/web.raw" "$T_TMP/web-root.img" "$T_TMP/esp.img" "$T_TMP/root.img"
+
+set_case "golden-image: the same bytes on a second run elsewhere"
+O2=$T_TMP/golden-again
+df_ok run "$T_SRC/jobs/golden-image.yaml" -j 2 --set out="$O2" --report "$O2.json" --state "$O2.db"
+for f in base web db ci golden-dist; do
+    expect_eq "$f.qcow2" "$(sha_of "$O2/$f.qcow2")" "$(sha_of "$O/$f.qcow2")"
+done
 expect_eq "no temporary files left" "$(find "$O" -name '*.tmp' | wc -l)" 0
 finish

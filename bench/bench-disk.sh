@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# bench-disk.sh - the filesystem op (SPEC §9) against doing it by hand:
+# an ext4 of a tree of real files made in the root partition of a qcow2
+# disk, against `mke2fs -d` of the same tree into a raw file of the
+# partition's size plus `qemu-img convert -O qcow2` of that file.
+#
+#   bench/bench-disk.sh [--rounds N] [--dir DIR] [--out FILE]
+#   BENCH_TREE_MIB=1024 BENCH_DISK=16G bench/bench-disk.sh   (the issue's figures)
+#
+# The tree is BENCH_TREE_MIB (default 256) MiB of files copied from /usr
+# (a real mix of sizes); the disk is BENCH_DISK (default 16G) with one
+# partition of the rest.  diskforge's time is the `filesystem` step's
+# duration_ms from the report (the create and partition steps before it
+# are not timed); the other side runs mke2fs with the same -E options and
+# then qemu-img convert, both timed.  Each round runs A B B A; the figure
+# is the median.  Also printed: the peak size of the temporary files
+# beside the image (at most one partition-sized file, sparse) and each
+# output's allocation.  Needs a few GiB free in DIR.
+set -euo pipefail
+export LC_ALL=C
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+QEMU_IMG=${QEMU_IMG:-qemu-img}
+TREE_MIB=${BENCH_TREE_MIB:-256}
+DISK=${BENCH_DISK:-16G}
+bench_setup bench-disk 3 -- "$@"
+PATH=$PATH:/usr/sbin:/sbin
+
+echo "machine: $(bench_machine "$W"); rounds: $ROUNDS (ABBA each); tree: $TREE_MIB MiB; disk: $DISK"
+"$PY" - "$W/tree" "$TREE_MIB" <<'PY'
+import os, shutil, sys
+dst, budget = sys.argv[1], int(sys.argv[2]) << 20
+used = 0
+for top in ("/usr/share", "/usr/lib"):
+    for d, dirs, files in os.walk(top):
+        dirs.sort()
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            if not os.path.isfile(p) or os.path.islink(p):
+                continue
+            n = os.path.getsize(p)
+            if used + n > budget:
+                continue
+            t = os.path.join(dst, os.path.relpath(p, "/usr"))
+            os.makedirs(os.path.dirname(t), exist_ok=True)
+            try:
+                shutil.copyfile(p, t)
+            except OSError:
+                continue
+            used += n
+        if used >= budget * 0.99:
+            break
+print(f"tree: {used >> 20} MiB")
+PY
+cat >"$W/job.yaml" <<YAML
+version: 1
+name: bench-disk
+steps:
+  - {id: disk, op: create, image: disk.qcow2, size: $DISK}
+  - {id: gpt, op: partition, image: disk.qcow2, partitions: [{name: root, type: linux, size: rest}]}
+  - {id: fs, op: filesystem, image: disk.qcow2, partition: root, type: ext4, from: tree}
+YAML
+
+# the partition's size, from a first run
+"$DF" run "$W/job.yaml" --report "$W/r.json" >/dev/null
+PSIZE=$("$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(next(s['result']['size'] for s in r['steps'] if s['id']=='fs'))" "$W/r.json")
+
+watch_tmp() { # watch_tmp PID: the largest temporary's allocation, into $W/peaks
+    local peak=0 a f
+    while kill -0 "$1" 2>/dev/null; do
+        for f in "$W"/*.tmp; do
+            [[ -e $f ]] || continue
+            a=$(($(stat -c %b "$f" 2>/dev/null || echo 0) * 512))
+            ((a > peak)) && peak=$a
+        done
+        sleep 0.2
+    done
+    echo "$peak" >>"$W/peaks"
+}
+
+ours() {
+    rm -f "$W/disk.qcow2"
+    "$DF" run "$W/job.yaml" --report "$W/r.json" >/dev/null &
+    local pid=$!
+    watch_tmp "$pid"
+    wait "$pid"
+    "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(next(s['duration_ms'] for s in r['steps'] if s['id']=='fs') / 1000)" "$W/r.json"
+}
+
+theirs() {
+    rm -f "$W/fs.raw" "$W/fs.qcow2"
+    sync
+    local t0 t1
+    t0=$(now)
+    truncate -s "$PSIZE" "$W/fs.raw"
+    mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d "$W/tree" "$W/fs.raw" >/dev/null
+    "$QEMU_IMG" convert -O qcow2 "$W/fs.raw" "$W/fs.qcow2"
+    t1=$(now)
+    awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.6f\n", a - b }'
+}
+
+a=() b=()
+for ((i = 0; i < ROUNDS; i++)); do
+    a+=("$(ours)")
+    b+=("$(theirs)")
+    b+=("$(theirs)")
+    a+=("$(ours)")
+done
+ta=$(printf '%s\n' "${a[@]}" | median)
+tb=$(printf '%s\n' "${b[@]}" | median)
+{
+    echo
+    echo "| filesystem step, $TREE_MIB MiB tree, $DISK qcow2 | diskforge (s) | mke2fs -d + qemu-img convert (s) | ratio |"
+    echo "|---|---|---|---|"
+    bench_row "ext4 of the tree" "$ta" "$tb"
+    echo
+    echo "largest temporary seen: $(($(sort -n "$W/peaks" | tail -1) >> 20)) MiB allocated (partition: $((PSIZE >> 20)) MiB; the temporaries are sparse)"
+    echo "allocated: disk.qcow2 $(($(stat -c %b "$W/disk.qcow2") * 512 >> 20)) MiB; fs.raw $(($(stat -c %b "$W/fs.raw") * 512 >> 20)) MiB + fs.qcow2 $(($(stat -c %b "$W/fs.qcow2") * 512 >> 20)) MiB"
+} | tee ${OUT:+"$OUT"}

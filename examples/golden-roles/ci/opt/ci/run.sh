@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "ci runner of the golden image"

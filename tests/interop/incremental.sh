@@ -180,7 +180,7 @@ q_ok qemu-img create -f qcow2 -b low.qcow2 -F qcow2 mid.qcow2
 cat > ext.yaml <<'YAML'
 version: 1
 steps:
-  - {id: top, op: overlay, image: top.qcow2, backing: mid.qcow2}
+  - {id: top, op: overlay, image: top.qcow2, backing: mid.qcow2, backing_format: qcow2}
   - {id: sum, op: digest, image: top.qcow2}
 YAML
 df_ok run ext.yaml --report x1.json

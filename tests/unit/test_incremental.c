@@ -463,7 +463,8 @@ START_TEST(external_backing_chain_is_an_input)
 {
     static const char job[] = "version: 1\nsteps:\n"
                               "  - {id: top, op: overlay, image: top.qcow2,"
-                              " backing: mid.qcow2}\n";
+                              " backing: mid.qcow2,"
+                              " backing_format: qcow2}\n";
     struct df_create_opts o;
     struct df_error err = { 0 };
     char want[800], mid[700];

@@ -88,7 +88,7 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case 'U': a->opts.force_share = true; break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: return cli_bad_option("convert", c, argv, longopts);
         }

@@ -20,7 +20,7 @@ static const char usage_text[] =
     "  -f FMT            format of IMG (raw or qcow2); probed if not given\n"
     "  --output FORMAT   human (default) or json, as qemu-img info prints\n"
     "  --backing-chain   also show every image of IMG's backing chain\n"
-    "  -U, --force-share accepted as in qemu-img (no image locks yet)\n"
+    "  -U, --force-share read even if another process writes it (qemu-img -U)\n"
     "  -h, --help        show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN };
@@ -194,6 +194,7 @@ int cmd_info(int argc, char **argv)
     struct df_error err = { 0 };
     struct df_image *img;
     bool json = false, chain = false;
+    unsigned share = DF_OPEN_METADATA; /* the locks qemu-img info takes */
     int c, ret;
 
     cli_getopt_reset();
@@ -210,7 +211,7 @@ int cmd_info(int argc, char **argv)
             }
             break;
         case OPT_BACKING_CHAIN: chain = true; break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("info", c, argv, longopts);
         }
@@ -223,7 +224,8 @@ int cmd_info(int argc, char **argv)
         return ret;
     }
     /* a plain info does not need (or check) the backing files */
-    img = df_image_open(argv[optind], fmt, chain ? 0 : DF_OPEN_NO_BACKING,
+    img = df_image_open(argv[optind], fmt,
+                        share | (chain ? 0 : DF_OPEN_NO_BACKING),
                         &err);
     if (!img) {
         return cli_fail(&err);

@@ -144,6 +144,22 @@ char *df_temp_name(const char *target)
     return out;
 }
 
+int df_rename_into_place(const char *tmp, const char *target,
+                         struct df_error *err)
+{
+    /* cancelled after the work was done: cancelled all the same */
+    int ret = df_cancel_point(target, err);
+
+    if (ret == 0) {
+        ret = df_lock_check_replace(target, err);
+    }
+    if (ret == 0 && rename(tmp, target) < 0) {
+        ret = df_fail_sys(err, "'%s': cannot rename the temporary file into "
+                          "place", target);
+    }
+    return ret;
+}
+
 /* ---- file names as qemu takes them ---- */
 
 bool df_has_protocol(const char *name)
@@ -253,12 +269,40 @@ int df_io_write_zeroes(int fd, uint64_t off, uint64_t len, const char *path,
     }
     while (len && ret == 0) {
         size_t n = (size_t)DF_MIN(len, (uint64_t)bsz);
-        ret = df_io_pwrite(fd, z, n, off, path, err);
+        ret = df_cancel_point(path, err);
+        if (ret == 0) {
+            ret = df_io_pwrite(fd, z, n, off, path, err);
+        }
         off += n;
         len -= n;
     }
     free(z);
     return ret;
+}
+
+int df_io_fallocate(int fd, uint64_t off, uint64_t len, const char *path,
+                    struct df_error *err)
+{
+    /* in steps, so that a cancel is seen within one step's time */
+    const uint64_t step = 1ull << 30;
+
+    while (len) {
+        uint64_t n = DF_MIN(len, step);
+        int r = df_cancel_point(path, err);
+        if (r < 0) {
+            return r;
+        }
+        r = posix_fallocate(fd, (off_t)off, (off_t)n);
+        if (r) {
+            errno = r;
+            return df_fail_sys(err, "'%s': cannot preallocate %llu bytes at "
+                               "offset %llu", path, (unsigned long long)n,
+                               (unsigned long long)off);
+        }
+        off += n;
+        len -= n;
+    }
+    return 0;
 }
 
 int df_io_file_size(int fd, uint64_t *size, const char *path,
@@ -345,7 +389,11 @@ int df_image_create_at(const char *path, const struct df_create_opts *o,
     if (fd < 0) {
         return df_fail_sys(err, "'%s': cannot create", path);
     }
-    ret = drv->create(fd, path, &opts, err);
+    /* a temporary being written is locked like any image being written */
+    ret = df_lock_take(fd, path, DF_LOCK_WRITE, err);
+    if (ret == 0) {
+        ret = drv->create(fd, path, &opts, err);
+    }
     if (close(fd) < 0 && ret == 0) {
         ret = df_fail_sys(err, "'%s': close failed", path);
     }
@@ -361,14 +409,20 @@ int df_image_create(const char *name, const struct df_create_opts *o,
     if (ret < 0) {
         return ret;
     }
+    /* an image someone uses is not replaced under them */
+    ret = df_lock_check_replace(path, err);
+    if (ret < 0) {
+        free(path);
+        return ret;
+    }
     tmp = df_temp_name(path);
     if (!tmp) {
         free(path);
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory", name);
     }
     ret = df_image_create_at(tmp, o, err);
-    if (ret == 0 && rename(tmp, path) < 0) {
-        ret = df_fail_sys(err, "'%s': cannot rename temporary file", path);
+    if (ret == 0) {
+        ret = df_rename_into_place(tmp, path, err);
     }
     if (ret < 0) {
         unlink(tmp);
@@ -396,6 +450,24 @@ static bool chain_has(const char *const *seen, int n, const char *real)
         }
     }
     return false;
+}
+
+/* The locks an open with @flags takes (lock.c). */
+static enum df_lock_mode open_lock_mode(const struct df_driver *drv,
+                                        unsigned flags)
+{
+    if (flags & DF_OPEN_RDWR) {
+        return DF_LOCK_WRITE;
+    }
+    if (flags & DF_OPEN_SHARE) {
+        return DF_LOCK_SHARE_ALL;
+    }
+    if (flags & DF_OPEN_METADATA) {
+        /* as qemu-img info: a qcow2's metadata must not change under
+         * it; a raw image has none */
+        return drv->format == DF_FMT_QCOW2 ? DF_LOCK_METADATA : DF_LOCK_NONE;
+    }
+    return DF_LOCK_READ;
 }
 
 static struct df_image *open_one(const char *path, enum df_format fmt,
@@ -443,6 +515,9 @@ static struct df_image *open_one(const char *path, enum df_format fmt,
         goto fail;
     }
     img->drv = drv;
+    if (df_lock_take(img->fd, path, open_lock_mode(drv, flags), err) < 0) {
+        goto fail;
+    }
     img->hostmap = df_hostmap_new();
     if (!img->hostmap) {
         df_fail(err, DF_E_NOMEM, "'%s': out of memory", path);
@@ -484,7 +559,8 @@ char *df_backing_path(const char *image, const char *backing,
  * Open the backing chain of @top iteratively: each layer names the next.
  * Loops are found by comparing canonical paths.
  */
-static int open_backing_chain(struct df_image *top, struct df_error *err)
+static int open_backing_chain(struct df_image *top, unsigned flags,
+                              struct df_error *err)
 {
     const char *seen[DF_MAX_BACKING_DEPTH + 2];
     char *owned[DF_MAX_BACKING_DEPTH + 2];
@@ -546,7 +622,11 @@ static int open_backing_chain(struct df_image *top, struct df_error *err)
         }
         owned[nseen] = real;
         seen[nseen++] = real;
-        cur->backing = open_one(bpath, bfmt, 0, err);
+        /* read-only; shared as the top is (qemu-img -U shares them all;
+         * info's opens read metadata only) */
+        cur->backing = open_one(bpath, bfmt,
+                                flags & (DF_OPEN_SHARE | DF_OPEN_METADATA),
+                                err);
         free(bpath);
         if (!cur->backing) {
             df_error_prefix(err, "'%s': cannot open backing file: ",
@@ -573,7 +653,7 @@ struct df_image *df_image_open(const char *name, enum df_format fmt,
         free(path);
     }
     if (img && !(flags & DF_OPEN_NO_BACKING) &&
-        open_backing_chain(img, err) < 0) {
+        open_backing_chain(img, flags, err) < 0) {
         df_image_close(img, NULL);
         return NULL;
     }

@@ -52,11 +52,7 @@ static int resize_raw(struct df_image *img, uint64_t size,
         return df_io_write_zeroes(img->fd, old, size - old, img->path, err);
     }
     if (size > old && prealloc == DF_PREALLOC_FALLOC) {
-        int r = posix_fallocate(img->fd, (off_t)old, (off_t)(size - old));
-        if (r) {
-            errno = r;
-            return df_fail_sys(err, "'%s': cannot preallocate", img->path);
-        }
+        return df_io_fallocate(img->fd, old, size - old, img->path, err);
     }
     return 0;
 }

@@ -888,8 +888,16 @@ static int op_command(struct op_ctx *ctx)
 
 /* ---- before and after every op ---- */
 
+static bool step_cancelled(void *opaque)
+{
+    return op_cancelled(opaque);
+}
+
 static int prepare(struct op_ctx *ctx)
 {
+    /* every engine loop on this thread now sees the run's cancel flag,
+     * also those without a progress callback (create, resize, check) */
+    df_cancel_hook(step_cancelled, ctx);
     for (size_t i = 0; i < ctx->node->outputs.n; i++) {
         int ret = make_parent_dirs(ctx, ctx->node->outputs.v[i]);
         if (ret < 0) {
@@ -902,6 +910,7 @@ static int prepare(struct op_ctx *ctx)
 /* Describe the files a successful step made or changed. */
 static void describe_outputs(struct op_ctx *ctx, int ret)
 {
+    df_cancel_hook(NULL, NULL);
     if (ret < 0) {
         return;
     }

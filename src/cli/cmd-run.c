@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "pipeline.h"
+#include "runlock.h"
 
 static const char usage_text[] =
     "usage: diskforge run JOB.yaml [-j N] [--report FILE] [--keep-going]\n"
@@ -139,6 +140,22 @@ static void print_summary(const struct run *run, const char *report)
     }
 }
 
+/* Remove the temporaries that runs killed earlier left, and say so. */
+static void report_stale_temps(const struct dag *dag, const char *report)
+{
+    struct stale_temps st;
+    char human[32];
+
+    runlock_clean_temps(dag, report, &st);
+    if (st.removed) {
+        df_format_size(st.bytes, human, sizeof(human));
+        fprintf(stderr, "diskforge: removed %zu stale temporary file%s of "
+                "this job's outputs (left by runs that are gone), freeing "
+                "%llu bytes (%s)\n", st.removed, st.removed == 1 ? "" : "s",
+                (unsigned long long)st.bytes, human);
+    }
+}
+
 static int run_loaded(struct run_args *a, const struct job *job,
                       const struct dag *dag)
 {
@@ -147,6 +164,7 @@ static int run_loaded(struct run_args *a, const struct job *job,
     struct run_opts opts = { 0 };
     struct df_error err = { 0 };
     char *report_path = NULL;
+    struct runlock *lock;
     struct run *run;
     json_t *report;
     int ret;
@@ -157,6 +175,13 @@ static int run_loaded(struct run_args *a, const struct job *job,
         cli_error("out of memory");
         return CLI_FAIL;
     }
+    /* one run of a job at a time; then what killed runs left behind */
+    lock = runlock_take(a->job_path, &err);
+    if (!lock) {
+        free(report_path);
+        return cli_fail(&err);
+    }
+    report_stale_temps(dag, report_path);
     progress_init(&prog, &ob, stdout, isatty(STDOUT_FILENO));
     opts.threads = a->threads;
     opts.keep_going = a->keep_going;
@@ -166,6 +191,7 @@ static int run_loaded(struct run_args *a, const struct job *job,
     run = job_run(job, dag, &opts, &err);
     progress_end(&prog);
     if (!run) {
+        runlock_release(lock);
         free(report_path);
         return cli_fail(&err);
     }
@@ -184,6 +210,7 @@ static int run_loaded(struct run_args *a, const struct job *job,
                                                               : "SIGINT");
     }
     run_free(run);
+    runlock_release(lock);
     free(report_path);
     return ret;
 }

@@ -18,37 +18,8 @@ need_qemu
 command -v qemu-nbd >/dev/null || { echo "SKIP: $T_NAME: qemu-nbd missing"; exit 77; }
 cd "$T_TMP"
 
-PIDS=()
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    PIDS=()
-}
-trap 'rc=$?; exec 3>&- 2>/dev/null; stop_all; for p in $(cat nbd*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done; (exit $rc); t_cleanup' EXIT
-
-# lock_count FILE BYTE: how many locks of /proc/locks cover byte BYTE of
-# FILE (adjacent bytes of one holder show as one range)
-lock_count() {
-    local ino
-    ino=$(stat -c %i "$1")
-    awk -v ino="$ino" -v b="$2" '
-        { n = split($(NF - 2), id, ":") }
-        id[n] == ino && $(NF - 1) <= b + 0 && ($NF == "EOF" || $NF >= b + 0) { c++ }
-        END { print c + 0 }' /proc/locks
-}
-# wait_lock FILE BYTE: until some process holds lock byte BYTE of FILE
-wait_lock() {
-    for _ in $(seq 1 400); do
-        (($(lock_count "$1" "$2") > 0)) && return 0
-        sleep 0.025
-    done
-    return 1
-}
+# qemu-nbd --fork: its PID is in its pid file
+trap 'rc=$?; exec 3>&- 2>/dev/null; for p in $(cat nbd*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done; (exit $rc); t_cleanup' EXIT
 
 job_fill() { # job_fill IMAGE FORMAT > job.yaml
     cat <<YAML
@@ -106,7 +77,7 @@ q_ok qemu-img create -q -f raw held.raw 16M
 before=$(sha_of held.raw)
 mkfifo qio.fifo
 qemu-io -f raw held.raw < qio.fifo > qio.out 2>&1 &
-PIDS+=($!)
+T_PIDS+=($!)
 exec 3> qio.fifo
 expect_true "qemu-io holds the write lock" wait_lock held.raw 101
 job_fill held.raw raw > fill.yaml
@@ -124,7 +95,7 @@ run_df digest held.raw
 expect_eq "digest (reads the data): exit" "$DF_RC" 1
 expect_true "digest: 'in use'" grep -q "held.raw' is in use" "$DF_ERR"
 exec 3>&-
-stop_all
+stop_tracked
 rm -f qio.fifo
 
 # ---- qemu-io reads a base: readers share, writers are refused ----
@@ -133,7 +104,7 @@ q_ok qemu-img create -q -f qcow2 base.qcow2 16M
 q_ok qemu-io -f qcow2 -c 'write -P 9 0 64k' base.qcow2
 mkfifo qio.fifo
 qemu-io -r -f qcow2 base.qcow2 < qio.fifo > qio.out 2>&1 &
-PIDS+=($!)
+T_PIDS+=($!)
 exec 3> qio.fifo
 expect_true "qemu-io holds the read lock" wait_lock base.qcow2 100
 cat > overlay.yaml <<'YAML'
@@ -151,7 +122,7 @@ run_df run fill.yaml
 expect_eq "writing the base qemu-io reads: exit" "$DF_RC" 1
 expect_true "writing the base: 'in use'" grep -q "base.qcow2' is in use" "$DF_ERR"
 exec 3>&-
-stop_all
+stop_tracked
 rm -f qio.fifo
 
 # ---- diskforge writes an image in place: QEMU refuses it ----
@@ -160,7 +131,7 @@ q_ok qemu-img create -q -f qcow2 big.qcow2 8G
 job_fill big.qcow2 qcow2 > bigfill.yaml
 "$DISKFORGE" run bigfill.yaml > bigfill.out 2>&1 &
 dfpid=$!
-PIDS+=("$dfpid")
+T_PIDS+=("$dfpid")
 if expect_true "diskforge holds the write lock" wait_lock big.qcow2 101; then
     T_CHECKS=$((T_CHECKS + 1))
     if qemu-io -f qcow2 -c 'write 0 4k' big.qcow2 > qio.out 2>&1; then
@@ -175,7 +146,7 @@ if expect_true "diskforge holds the write lock" wait_lock big.qcow2 101; then
 fi
 kill -INT "$dfpid"
 wait "$dfpid" || true
-stop_all
+stop_tracked
 
 # ---- diskforge writes a new image's temporary: locked too ----
 set_case "diskforge writes a temporary"
@@ -186,7 +157,7 @@ steps:
 YAML
 "$DISKFORGE" run bigcreate.yaml > bigcreate.out 2>&1 &
 dfpid=$!
-PIDS+=("$dfpid")
+T_PIDS+=("$dfpid")
 tmpf=""
 for _ in $(seq 1 400); do
     tmpf=$(compgen -G '.new.raw.df-*.tmp' || true)
@@ -204,7 +175,7 @@ if expect_true "the temporary appeared" test -n "$tmpf" &&
 fi
 kill -INT "$dfpid"
 wait "$dfpid" || true
-stop_all
+stop_tracked
 expect_eq "no temporary left after the interrupt" \
     "$(find . -name '.new.raw.df-*' | wc -l)" 0
 
@@ -212,9 +183,9 @@ expect_eq "no temporary left after the interrupt" \
 set_case "diskforge reads"
 q_ok qemu-img create -q -f raw shared.raw 64G
 "$DISKFORGE" digest -f raw shared.raw > d1.out 2>&1 &
-PIDS+=($!)
+T_PIDS+=($!)
 "$DISKFORGE" digest -f raw shared.raw > d2.out 2>&1 &
-PIDS+=($!)
+T_PIDS+=($!)
 if expect_true "diskforge holds the read lock" wait_lock shared.raw 100; then
     for _ in $(seq 1 200); do
         (($(lock_count shared.raw 100) >= 2)) && break
@@ -229,6 +200,6 @@ if expect_true "diskforge holds the read lock" wait_lock shared.raw 100; then
     expect_true "qemu-io: QEMU's lock error" \
         grep -q 'Failed to get "write" lock' qio.out
 fi
-stop_all
+stop_tracked
 
 finish

@@ -12,18 +12,6 @@
 need_qemu
 cd "$T_TMP"
 
-PIDS=()
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    PIDS=()
-}
-trap 'rc=$?; exec 3>&- 2>/dev/null; stop_all; (exit $rc); t_cleanup' EXIT
 
 wait_temp() { # wait_temp GLOB: until a file matches (prints it)
     local f
@@ -52,7 +40,7 @@ YAML
 set_case "two runs at once"
 "$DISKFORGE" run slow.yaml > first.out 2>&1 &
 first=$!
-PIDS+=("$first")
+T_PIDS+=("$first")
 if expect_true "the first run started" wait_temp 'out/.big.raw.df-*.tmp' >/dev/null; then
     t0=$(date +%s%N)
     run_df run slow.yaml
@@ -71,7 +59,7 @@ if expect_true "the first run started" wait_temp 'out/.big.raw.df-*.tmp' >/dev/n
 fi
 kill -INT "$first"
 wait "$first" || true
-PIDS=()
+T_PIDS=()
 sed -i 's/size: 8G, preallocation: full/size: 1M/' slow.yaml
 run_df run slow.yaml
 expect_eq "a run after the first ended: exit" "$DF_RC" 0
@@ -115,7 +103,7 @@ set_case "temporaries in use"
 true & dead=$!
 wait "$dead"
 sleep 120 & alive=$!
-PIDS+=("$alive")
+T_PIDS+=("$alive")
 held=out/.out.qcow2.df-$dead-0.tmp
 live=out/.out.qcow2.df-$alive-0.tmp
 orphan=out/.outc.qcow2.df-$dead-7.tmp
@@ -124,19 +112,16 @@ for f in "$held" "$live" "$orphan"; do
 done
 mkfifo qio.fifo
 qemu-io -f raw "$held" < qio.fifo > qio.out 2>&1 &
-PIDS+=($!)
+T_PIDS+=($!)
 exec 3> qio.fifo
-for _ in $(seq 1 200); do
-    grep -q ":$(stat -c %i "$held") " /proc/locks && break
-    sleep 0.025
-done
+expect_true "qemu-io holds the temporary" wait_lock "$held" 100
 run_df run conv.yaml
 expect_eq "run: exit" "$DF_RC" 0
 expect_true "a temporary qemu-io holds is kept" test -e "$held"
 expect_true "a temporary of a live PID is kept" test -e "$live"
 expect_true "an orphan is removed" test ! -e "$orphan"
 exec 3>&-
-stop_all
+stop_tracked
 run_df run conv.yaml
 expect_true "once released, it is removed" test ! -e "$held"
 expect_true "once its process is gone, it is removed" test ! -e "$live"
@@ -150,7 +135,7 @@ steps:
 YAML
 "$DISKFORGE" run other.yaml > other.out 2>&1 &
 other=$!
-PIDS+=("$other")
+T_PIDS+=("$other")
 if tmpf=$(wait_temp 'out/.out.qcow2.df-*.tmp'); then
     run_df run conv.yaml
     expect_true "the other run's temporary is kept" test -e "$tmpf"
@@ -159,7 +144,7 @@ else
 fi
 kill -INT "$other"
 wait "$other" || true
-PIDS=()
+T_PIDS=()
 expect_eq "no temporary left at the end" "$(find out -name '*.tmp' | wc -l)" 0
 
 finish

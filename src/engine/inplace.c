@@ -18,7 +18,8 @@ static int progress_at(df_progress_fn fn, void *opaque, uint64_t done,
                        uint64_t total, const char *path, const char *what,
                        struct df_error *err)
 {
-    if (fn && fn(opaque, done, total)) {
+    /* the thread's cancel hook as well as the caller's callback */
+    if (df_cancel_requested() || (fn && fn(opaque, done, total))) {
         return df_fail(err, DF_E_CANCELED, "'%s': %s canceled", path, what);
     }
     return 0;
@@ -121,6 +122,10 @@ static int copy_allocated(struct df_image *top, struct df_image *base,
                     ret = df_image_pwrite(base, buf, n, p, err);
                 }
                 p += n;
+                if (ret == 0) { /* a chunk at a time: extents can be huge */
+                    ret = progress_at(progress, opaque, p, size,
+                                      df_image_path(top), "commit", err);
+                }
             }
         }
         off += ext.length;
@@ -246,6 +251,10 @@ static int copy_differences(struct df_image *img, struct df_image *nb,
                 k += step;
             }
             p += n;
+            if (ret == 0) {
+                ret = progress_at(progress, opaque, p, size, img->path,
+                                  "rebase", err);
+            }
         }
         off += ext.length;
         if (ret == 0) {
@@ -354,6 +363,10 @@ static int sparsify_raw(struct df_image *img, uint64_t *freed,
                 k += step;
             }
             p += n;
+            if (ret == 0) {
+                ret = progress_at(progress, opaque, p, size, img->path,
+                                  "sparsify", err);
+            }
         }
         off += ext.length;
         if (ret == 0) {
@@ -395,6 +408,13 @@ static int sparsify_qcow2(struct df_image *img, uint64_t *freed,
             for (uint64_t p = off; ret == 0 && p < off + ext.length;
                  p += cs) {
                 size_t n = (size_t)DF_MIN(cs, size - p);
+                if ((p - off) % DF_CHUNK == 0 && p > off) {
+                    ret = progress_at(progress, opaque, p, size, img->path,
+                                      "sparsify", err);
+                    if (ret < 0) {
+                        break;
+                    }
+                }
                 ret = df_image_pread(img, buf, n, p, err);
                 if (ret < 0 || !df_is_zero(buf, n)) {
                     continue;

@@ -136,6 +136,22 @@ DF_API struct df_image *df_image_open(const char *path, enum df_format fmt,
                                       unsigned flags, struct df_error *err);
 
 /**
+ * df_untrusted_begin() - treat every image opened on the calling thread
+ * from now on as hostile (docs/untrusted.md), until df_untrusted_end():
+ *   - its format must be given (DF_FMT_AUTO is refused: no probing), and
+ *     each backing file must have its format recorded in the header;
+ *   - a backing file is followed only if its real path is one of
+ *     @allowed (@n paths: files the job made, `allow_backing`), or if its
+ *     name is relative and it lies, after symbolic links, inside the
+ *     directory of the image opened; an absolute name, or one that leaves
+ *     that directory, fails with -DF_E_INVAL and the backing name in the
+ *     message.
+ * The strings are borrowed until df_untrusted_end().
+ */
+DF_API void df_untrusted_begin(const char *const *allowed, size_t n);
+DF_API void df_untrusted_end(void);
+
+/**
  * df_image_close() - flush (if writable) and release @img and its backing
  * chain.  @img is freed even when the flush fails.  NULL is accepted.
  */

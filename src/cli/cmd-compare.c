@@ -21,6 +21,7 @@ static const char usage_text[] =
     "  -q           quiet: print nothing, only set the exit status\n"
     "  -U, --force-share\n"
     "               read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help   show this help\n"
     "\n"
     "Exit status: 0 identical, 1 different, 2 error.\n";
@@ -98,6 +99,7 @@ int cmd_compare(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -120,6 +122,7 @@ int cmd_compare(int argc, char **argv)
         case 's': strict = true; break;
         case 'p': prog.show = true; break;
         case 'q': quiet = true; break;
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
         case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CMP_SAME;
         default: return cli_bad_option("compare", c, argv, longopts);

@@ -18,12 +18,14 @@ static const char usage_text[] =
     "  -p           show progress\n"
     "  -U, --force-share\n"
     "               read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help   show this help\n";
 
 int cmd_digest(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -45,6 +47,7 @@ int cmd_digest(int argc, char **argv)
             }
             break;
         case 'p': prog.show = true; break;
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
         case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("digest", c, argv, longopts);

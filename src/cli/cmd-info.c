@@ -21,6 +21,7 @@ static const char usage_text[] =
     "  --output FORMAT   human (default) or json, as qemu-img info prints\n"
     "  --backing-chain   also show every image of IMG's backing chain\n"
     "  -U, --force-share read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help        show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN };
@@ -187,6 +188,7 @@ int cmd_info(int argc, char **argv)
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -211,6 +213,7 @@ int cmd_info(int argc, char **argv)
             }
             break;
         case OPT_BACKING_CHAIN: chain = true; break;
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
         case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("info", c, argv, longopts);

@@ -24,6 +24,7 @@ static const char usage_text[] =
     "  --start-offset OFF  start at guest offset OFF (default 0)\n"
     "  --max-length LEN    stop after LEN bytes\n"
     "  -U, --force-share   read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help          show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_START, OPT_MAX_LENGTH };
@@ -116,6 +117,7 @@ int cmd_map(int argc, char **argv)
         { "start-offset", required_argument, NULL, OPT_START },
         { "max-length", required_argument, NULL, OPT_MAX_LENGTH },
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -152,6 +154,7 @@ int cmd_map(int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
         case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("map", c, argv, longopts);

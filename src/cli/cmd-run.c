@@ -16,7 +16,7 @@
 
 static const char usage_text[] =
     "usage: diskforge run JOB.yaml [-j N] [--report FILE] [--keep-going]\n"
-    "                     [--dry-run] [--set NAME=VALUE]...\n"
+    "                     [--dry-run] [--set NAME=VALUE]... [--untrusted]\n"
     "\n"
     "Run the steps of JOB.yaml, each as soon as the steps it depends on\n"
     "have succeeded, at most N at a time, and write a JSON report.\n"
@@ -29,6 +29,10 @@ static const char usage_text[] =
     "                     depend on it (default: start nothing new)\n"
     "  -n, --dry-run      print the plan, run nothing, write no report\n"
     "  --set NAME=VALUE   override (or define) the job variable NAME\n"
+    "  --untrusted        every step as 'untrusted: true': images are hostile\n"
+    "                     (format given; backing files only if the job made\n"
+    "                     them, allow_backing lists them, or they lie in the\n"
+    "                     image's directory)\n"
     "  -h, --help         show this help\n"
     "\n"
     "SIGINT or SIGTERM cancels the running steps, removes their temporary\n"
@@ -70,6 +74,7 @@ struct run_args {
     unsigned threads;
     bool keep_going;
     bool dry_run;
+    bool untrusted;
     struct job_vars set;
 };
 
@@ -81,6 +86,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         { "keep-going", no_argument, NULL, 'k' },
         { "dry-run", no_argument, NULL, 'n' },
         { "set", required_argument, NULL, 's' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -103,6 +109,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         case 'r': a->report = optarg; break;
         case 'k': a->keep_going = true; break;
         case 'n': a->dry_run = true; break;
+        case CLI_OPT_UNTRUSTED: a->untrusted = true; break;
         case 's':
             if (cli_job_set("run", &a->set, optarg) != CLI_OK) {
                 return CLI_USAGE;
@@ -231,6 +238,9 @@ int cmd_run(int argc, char **argv)
         job_diags_release(&diags);
         job_vars_release(&a.set);
         return CLI_USAGE;
+    }
+    for (size_t i = 0; a.untrusted && i < job->n_steps; i++) {
+        job->steps[i].untrusted = true;
     }
     if (a.dry_run) {
         plan_print(dag, PLAN_TEXT, stdout);

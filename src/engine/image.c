@@ -442,6 +442,80 @@ int df_image_create(const char *name, const struct df_create_opts *o,
 
 /* ---- open / close ---- */
 
+/* The untrusted-image policy of this thread (df_untrusted_begin()). */
+static _Thread_local struct {
+    bool on;
+    const char *const *allowed;
+    size_t n;
+} untrusted;
+
+void df_untrusted_begin(const char *const *allowed, size_t n)
+{
+    untrusted.on = true;
+    untrusted.allowed = allowed;
+    untrusted.n = n;
+}
+
+void df_untrusted_end(void)
+{
+    memset(&untrusted, 0, sizeof(untrusted));
+}
+
+/* Is the file at @real (a real path) one the policy lists? */
+static bool untrusted_listed(const char *real)
+{
+    for (size_t i = 0; i < untrusted.n; i++) {
+        char *r = realpath(untrusted.allowed[i], NULL);
+        bool same = r && strcmp(r, real) == 0;
+        free(r);
+        if (same) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Is @real inside the directory @dir (both real paths)? */
+static bool path_inside(const char *real, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(real, dir, n) == 0 &&
+           (real[n] == '/' || (n == 1 && dir[0] == '/'));
+}
+
+/*
+ * May the untrusted image @top be read through the backing file named
+ * @name, whose real path is @real?  0, or -DF_E_INVAL naming it.
+ */
+static int untrusted_backing_ok(const struct df_image *top, const char *cur,
+                                const char *name, const char *real,
+                                struct df_error *err)
+{
+    char *dir, *topreal;
+    bool inside;
+
+    if (untrusted_listed(real)) {
+        return 0;
+    }
+    if (name[0] == '/' || df_has_protocol(name)) {
+        return df_fail(err, DF_E_INVAL, "'%s': untrusted image: backing "
+                       "file '%s' is refused (an absolute name; list it in "
+                       "allow_backing to follow it)", cur, name);
+    }
+    topreal = realpath(top->path, NULL);
+    dir = topreal ? df_path_dir(topreal) : NULL;
+    inside = dir && path_inside(real, dir);
+    free(dir);
+    free(topreal);
+    if (!inside) {
+        return df_fail(err, DF_E_INVAL, "'%s': untrusted image: backing "
+                       "file '%s' is refused (it leaves the image's "
+                       "directory; list it in allow_backing to follow it)",
+                       cur, name);
+    }
+    return 0;
+}
+
 static bool chain_has(const char *const *seen, int n, const char *real)
 {
     for (int i = 0; i < n; i++) {
@@ -593,6 +667,13 @@ static int open_backing_chain(struct df_image *top, unsigned flags,
                           "%d images", top->path, DF_MAX_BACKING_DEPTH);
             break;
         }
+        if (untrusted.on && !info.backing_format[0]) {
+            ret = df_fail(err, DF_E_INVAL, "'%s': untrusted image: backing "
+                          "file '%s' has no recorded format (untrusted "
+                          "images are never probed)", cur->path,
+                          info.backing_file);
+            break;
+        }
         if (info.backing_format[0] &&
             df_format_parse(info.backing_format, &bfmt) < 0) {
             ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': unknown backing "
@@ -607,11 +688,32 @@ static int open_backing_chain(struct df_image *top, unsigned flags,
             break;
         }
         real = realpath(bpath, NULL);
+        if (untrusted.on && !real &&
+            (info.backing_file[0] == '/' ||
+             df_has_protocol(info.backing_file) ||
+             strstr(info.backing_file, ".."))) {
+            /* refused for its name even when it does not exist */
+            ret = untrusted_backing_ok(top, cur->path, info.backing_file, "",
+                                       err);
+        }
+        if (ret < 0) {
+            free(bpath);
+            break;
+        }
         if (!real) {
             ret = df_fail_sys(err, "'%s': cannot open backing file '%s'",
                               cur->path, bpath);
             free(bpath);
             break;
+        }
+        if (untrusted.on) {
+            ret = untrusted_backing_ok(top, cur->path, info.backing_file,
+                                       real, err);
+            if (ret < 0) {
+                free(real);
+                free(bpath);
+                break;
+            }
         }
         if (chain_has(seen, nseen, real)) {
             ret = df_fail(err, DF_E_INVAL, "'%s': backing file '%s' creates a "
@@ -648,6 +750,11 @@ struct df_image *df_image_open(const char *name, enum df_format fmt,
     struct df_image *img = NULL;
     char *path;
 
+    if (untrusted.on && fmt == DF_FMT_AUTO) {
+        df_fail(err, DF_E_INVAL, "'%s': untrusted image: its format must be "
+                "given (untrusted images are never probed)", name);
+        return NULL;
+    }
     if (df_filename(name, &path, err) == 0) {
         img = open_one(path, fmt, flags, err);
         free(path);

@@ -131,6 +131,8 @@ enum job_key {
     JOB_KEY_SHELL,
     JOB_KEY_INPUTS,
     JOB_KEY_OUTPUTS,
+    JOB_KEY_UNTRUSTED,
+    JOB_KEY_ALLOW_BACKING,
     JOB_KEY_COUNT
 };
 
@@ -186,6 +188,8 @@ struct job_step {
     char *shell;              /* or NULL */
     struct job_strv inputs;   /* resolved paths */
     struct job_strv outputs;  /* resolved paths */
+    bool untrusted;           /* open its images as hostile (SPEC §8) */
+    struct job_strv allow_backing; /* resolved paths */
 };
 
 static inline bool job_step_has(const struct job_step *s, enum job_key k)

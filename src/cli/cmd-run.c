@@ -12,11 +12,13 @@
 
 #include "cli.h"
 #include "pipeline.h"
+#include "admit.h"
 #include "runlock.h"
 
 static const char usage_text[] =
     "usage: diskforge run JOB.yaml [-j N] [--report FILE] [--keep-going]\n"
     "                     [--dry-run] [--set NAME=VALUE]... [--untrusted]\n"
+    "                     [--no-space-check]\n"
     "\n"
     "Run the steps of JOB.yaml, each as soon as the steps it depends on\n"
     "have succeeded, at most N at a time, and write a JSON report.\n"
@@ -33,6 +35,8 @@ static const char usage_text[] =
     "                     (format given; backing files only if the job made\n"
     "                     them, allow_backing lists them, or they lie in the\n"
     "                     image's directory)\n"
+    "  --no-space-check   start even if the steps' estimated new bytes do not\n"
+    "                     fit in the free space of their file systems\n"
     "  -h, --help         show this help\n"
     "\n"
     "SIGINT or SIGTERM cancels the running steps, removes their temporary\n"
@@ -40,6 +44,8 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 every step succeeded, 1 a step failed, 2 bad usage or\n"
     "an invalid job (nothing ran), 130 interrupted.\n";
+
+enum { OPT_NO_SPACE_CHECK = CLI_OPT_UNTRUSTED + 1 };
 
 /* Set by the signal handler, read by should_stop() on the main thread. */
 static volatile sig_atomic_t stop_signal;
@@ -75,6 +81,7 @@ struct run_args {
     bool keep_going;
     bool dry_run;
     bool untrusted;
+    bool no_space_check;
     struct job_vars set;
 };
 
@@ -87,6 +94,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         { "dry-run", no_argument, NULL, 'n' },
         { "set", required_argument, NULL, 's' },
         { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
+        { "no-space-check", no_argument, NULL, OPT_NO_SPACE_CHECK },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -110,6 +118,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         case 'k': a->keep_going = true; break;
         case 'n': a->dry_run = true; break;
         case CLI_OPT_UNTRUSTED: a->untrusted = true; break;
+        case OPT_NO_SPACE_CHECK: a->no_space_check = true; break;
         case 's':
             if (cli_job_set("run", &a->set, optarg) != CLI_OK) {
                 return CLI_USAGE;
@@ -194,8 +203,18 @@ static int run_loaded(struct run_args *a, const struct job *job,
     opts.keep_going = a->keep_going;
     opts.observer = &ob;
     opts.should_stop = should_stop;
-    catch_signals();
-    run = job_run(job, dag, &opts, &err);
+    if (!a->no_space_check && admit_check(dag, &err) < 0) {
+        /* refused before anything started: every step skipped */
+        cli_error("%s", err.msg);
+        run = admit_refused_run(job, dag, err.msg);
+        df_error_clear(&err);
+        if (!run) {
+            df_fail(&err, DF_E_NOMEM, "out of memory");
+        }
+    } else {
+        catch_signals();
+        run = job_run(job, dag, &opts, &err);
+    }
     progress_end(&prog);
     if (!run) {
         runlock_release(lock);

@@ -458,7 +458,7 @@ static int copy_into(struct copy *c, enum df_sparse_mode mode,
         c->granule = block_size(c->out);
     }
     ret = copy_file(c, err);
-    if (close(c->out) < 0 && ret == 0) {
+    if (df_lock_close(c->out) < 0 && ret == 0) {
         ret = df_fail_sys(err, "'%s': close failed", c->tmp);
     }
     c->out = -1;
@@ -499,7 +499,7 @@ int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
     }
     if (ret < 0 && tmp) {
         if (c.out >= 0) {
-            close(c.out);
+            df_lock_close(c.out);
         }
         if (c.created) {
             unlink(tmp);
@@ -508,7 +508,7 @@ int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
     }
 out:
     if (c.in >= 0) {
-        close(c.in);
+        df_lock_close(c.in);
     }
     df_workers_stop(c.workers);
     free(c.scan_buf);

@@ -394,7 +394,7 @@ int df_image_create_at(const char *path, const struct df_create_opts *o,
     if (ret == 0) {
         ret = drv->create(fd, path, &opts, err);
     }
-    if (close(fd) < 0 && ret == 0) {
+    if (df_lock_close(fd) < 0 && ret == 0) {
         ret = df_fail_sys(err, "'%s': close failed", path);
     }
     return ret;
@@ -607,7 +607,7 @@ static struct df_image *open_one(const char *path, enum df_format fmt,
     return img;
 fail:
     if (img->fd >= 0) {
-        close(img->fd);
+        df_lock_close(img->fd);
     }
     df_hostmap_free(img->hostmap);
     free(img->path);
@@ -780,7 +780,7 @@ int df_image_close(struct df_image *img, struct df_error *err)
             }
         }
         img->drv->close(img);
-        if (close(img->fd) < 0 && ret == 0) {
+        if (df_lock_close(img->fd) < 0 && ret == 0) {
             ret = df_fail_sys(err, "'%s': close failed", img->path);
         }
         pthread_mutex_destroy(&img->lock);

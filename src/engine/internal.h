@@ -137,6 +137,9 @@ int df_lock_take(int fd, const char *path, enum df_lock_mode mode,
                  struct df_error *err);
 int df_lock_check_replace(const char *path, struct df_error *err);
 bool df_lock_in_use(int fd);
+/* close() of a descriptor that may hold image locks: the locks are
+ * dropped first, so a forked child that has not exec'd yet keeps none. */
+int df_lock_close(int fd);
 
 /* The cancel hook (df_cancel_hook()): is it set and true on this thread?
  * df_cancel_point() is 0, or -DF_E_CANCELED with "'@path': interrupted". */

@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -171,15 +172,41 @@ int df_lock_check_replace(const char *path, struct df_error *err)
 {
     unsigned perm, unshared;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    struct stat st;
     int ret;
 
     if (fd < 0) {
         return 0; /* nothing there (or nothing we can see): nothing held */
     }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd); /* not an image file: the rename says what is wrong */
+        return 0;
+    }
     lock_mode_perms(DF_LOCK_WRITE, &perm, &unshared);
     ret = check_bytes(fd, path, perm, unshared, err);
     close(fd);
     return ret > 0 ? 0 : ret;
+}
+
+int df_lock_close(int fd)
+{
+    struct flock fl;
+
+    /*
+     * Drop the locks before the descriptor: a child forked by another
+     * thread (posix_spawn of a job's command) shares this open file
+     * description until it calls exec, and would hold the locks that long
+     * after we closed; unlocking the description drops them for all.
+     */
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_UNLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = LOCK_PERM_BASE;
+    fl.l_len = LOCK_SHARED_BASE + PERM_COUNT - LOCK_PERM_BASE;
+    if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+        /* no locks on this file system, or none taken: nothing to drop */
+    }
+    return close(fd);
 }
 
 bool df_lock_in_use(int fd)

@@ -13,6 +13,8 @@
  *     metadata-only open (info) of a raw image takes no lock;
  *   - the bytes taken are QEMU's: 100 + N held, 200 + N not shared;
  *   - an output in use is not replaced by create;
+ *   - closing an image frees its locks even while a forked child that has
+ *     not exec'd shares the descriptor;
  *   - a cancel seen after the work but before the rename: no rename, no
  *     temporary left; the hook is per thread;
  *   - the run lock: a second take fails naming this PID; stale
@@ -22,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,6 +231,33 @@ START_TEST(threads_read_at_once)
 }
 END_TEST
 
+/* A child forked while an image was open (as posix_spawn of a job's
+ * command does from another thread) shares its open file description until
+ * it execs: closing the image must still free it at once. */
+START_TEST(forked_child_keeps_no_lock)
+{
+    struct df_error err = { 0 };
+    struct df_image *img;
+    pid_t child;
+
+    make_image("f.raw", DF_FMT_RAW);
+    img = df_image_open(path_in("f.raw"), DF_FMT_RAW, DF_OPEN_RDWR, &err);
+    ck_assert_msg(img != NULL, "%s", err.msg);
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        pause(); /* holds a copy of the descriptor, never execs */
+        _exit(0);
+    }
+    df_image_close(img, NULL);
+    img = df_image_open(path_in("f.raw"), DF_FMT_RAW, DF_OPEN_RDWR, &err);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    ck_assert_msg(img != NULL, "reopen after close: %s", err.msg);
+    df_image_close(img, NULL);
+}
+END_TEST
+
 /* ---- run lock and stale temporaries ---- */
 
 START_TEST(run_lock)
@@ -305,6 +335,7 @@ static Suite *suite(void)
     tcase_add_test(tc, reader_blocks_writer_and_replace);
     tcase_add_test(tc, cancel_before_rename);
     tcase_add_test(tc, threads_read_at_once);
+    tcase_add_test(tc, forked_child_keeps_no_lock);
     tcase_add_test(tc, run_lock);
     tcase_add_test(tc, stale_temps);
     suite_add_tcase(s, tc);

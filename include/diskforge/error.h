@@ -41,6 +41,8 @@ enum df_errc {
     DF_E_NOENT = 10,      /* a file that does not exist */
     DF_E_EXISTS = 11,     /* a file that should not exist */
     DF_E_NOSPC = 12,      /* no space left, or a format limit reached */
+    DF_E_BUSY = 13,       /* the image is in use by another process (its
+                           * QEMU-compatible locks say so) */
 };
 
 struct df_error {

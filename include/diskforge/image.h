@@ -107,6 +107,13 @@ DF_API char *df_backing_path(const char *image, const char *backing,
 enum df_open_flags {
     DF_OPEN_RDWR = 1 << 0,       /* open for writing */
     DF_OPEN_NO_BACKING = 1 << 1, /* do not open the backing chain */
+    DF_OPEN_SHARE = 1 << 2,      /* read-only: share every permission with
+                                  * other users, as qemu-img -U does (the
+                                  * image may be changing under you) */
+    DF_OPEN_METADATA = 1 << 3,   /* read-only, for the header and metadata
+                                  * only (info): lock as qemu-img info does
+                                  * (qcow2: no writer may be present; raw:
+                                  * no locks) */
 };
 
 struct df_image;
@@ -118,11 +125,31 @@ struct df_image;
  * DF_OPEN_NO_BACKING, the backing chain is opened read-only, each backing
  * name read by df_backing_path() (json: and protocol names refused, with
  * the name in the error); a loop or a chain deeper than DF_MAX_BACKING_DEPTH is
- * an error.  Returns a handle you own (release it with df_image_close()),
+ * an error.  Every file opened (backing files included) takes QEMU's
+ * advisory locks (docs/design.md, "Image locks"): an image another
+ * process (QEMU, qemu-nbd, qemu-img, diskforge) writes cannot be opened,
+ * nor one it reads opened for writing: -DF_E_BUSY, a message naming the
+ * image and "in use".  Readers do not block each other.  Returns a handle you own (release it with df_image_close()),
  * or NULL with @err set.
  */
 DF_API struct df_image *df_image_open(const char *path, enum df_format fmt,
                                       unsigned flags, struct df_error *err);
+
+/**
+ * df_untrusted_begin() - treat every image opened on the calling thread
+ * from now on as hostile (docs/untrusted.md), until df_untrusted_end():
+ *   - its format must be given (DF_FMT_AUTO is refused: no probing), and
+ *     each backing file must have its format recorded in the header;
+ *   - a backing file is followed only if its real path is one of
+ *     @allowed (@n paths: files the job made, `allow_backing`), or if its
+ *     name is relative and it lies, after symbolic links, inside the
+ *     directory of the image opened; an absolute name, or one that leaves
+ *     that directory, fails with -DF_E_INVAL and the backing name in the
+ *     message.
+ * The strings are borrowed until df_untrusted_end().
+ */
+DF_API void df_untrusted_begin(const char *const *allowed, size_t n);
+DF_API void df_untrusted_end(void);
 
 /**
  * df_image_close() - flush (if writable) and release @img and its backing

@@ -23,6 +23,17 @@ extern "C" {
  */
 typedef int (*df_progress_fn)(void *opaque, uint64_t done, uint64_t total);
 
+/**
+ * df_cancel_hook() - make every engine call on the calling thread poll
+ * @fn(@opaque) between chunks of work (preallocation, check, resize and
+ * every bulk copy), and just before a finished output is renamed into
+ * place; once it returns true the call fails with DF_E_CANCELED and
+ * removes its temporary.  Operations that take a df_progress_fn poll
+ * both.  @fn NULL removes the hook.  Per thread: a job runner sets it on
+ * each worker.
+ */
+DF_API void df_cancel_hook(bool (*fn)(void *opaque), void *opaque);
+
 struct df_convert_opts {
     enum df_format src_format;    /* DF_FMT_AUTO probes */
     struct df_create_opts target; /* format, cluster size, compat, ...;
@@ -36,6 +47,8 @@ struct df_convert_opts {
                                    * least as large as the source) instead
                                    * of creating one; in place, so not
                                    * atomic; target's other fields unused */
+    bool force_share;             /* -U: open the source sharing every
+                                   * permission (DF_OPEN_SHARE) */
     df_progress_fn progress;
     void *progress_opaque;
 };
@@ -87,6 +100,10 @@ enum df_repair {
     DF_REPAIR_LEAKS = 1, /* -r leaks: free clusters nothing references */
     DF_REPAIR_ALL = 2,   /* -r all: also rebuild wrong refcounts */
 };
+
+/* OR'd into df_check()'s @repair with DF_REPAIR_NONE: open the image
+ * sharing every permission, as qemu-img check -U (DF_OPEN_SHARE). */
+#define DF_CHECK_SHARE 0x100
 
 struct df_check_result {
     uint64_t corruptions;       /* errors that can lose or corrupt data */

@@ -58,6 +58,11 @@ int cli_fail(const struct df_error *err)
 
 /* ---- getopt ---- */
 
+void cli_untrusted(void)
+{
+    df_untrusted_begin(NULL, 0);
+}
+
 void cli_getopt_reset(void)
 {
     optind = 0; /* glibc: 0 also resets its internal state, 1 does not */

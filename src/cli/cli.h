@@ -96,6 +96,16 @@ json_t *cli_json_string(const char *s);
 /* Make getopt_long() start afresh (glibc needs optind = 0 for that). */
 void cli_getopt_reset(void);
 
+/* The getopt value of --untrusted (info, check, convert, compare, map,
+ * digest): cli_untrusted() makes every image opened from then on hostile
+ * (df_untrusted_begin(): format given, backing files only inside the
+ * image's directory). */
+#define CLI_OPT_UNTRUSTED 0x1001
+#define CLI_UNTRUSTED_HELP \
+    "  --untrusted  treat the image as hostile: its format must be given,\n" \
+    "               and backing files outside its directory are refused\n"
+void cli_untrusted(void);
+
 /*
  * Report what getopt_long() returned as '?' or ':' (the option string must
  * start with ':').  Returns CLI_USAGE; CLI_FAIL for the qemu-img options

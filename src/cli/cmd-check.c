@@ -27,7 +27,8 @@ static const char usage_text[] =
     "  -r leaks          free clusters nothing refers to\n"
     "  -r all            also fix refcounts that are too low, and flags\n"
     "  -q                print nothing but errors\n"
-    "  -U, --force-share accepted as in qemu-img (no image locks yet)\n"
+    "  -U, --force-share read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help        show this help\n"
     "\n"
     "Exit status: 0 no errors, 1 check not completed, 2 corruptions,\n"
@@ -131,6 +132,7 @@ int cmd_check(int argc, char **argv)
         { "output", required_argument, NULL, 'o' },
         { "repair", required_argument, NULL, 'r' },
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -169,6 +171,7 @@ int cmd_check(int argc, char **argv)
             }
             break;
         case 'q': quiet = true; break;
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
         case 'U': force_share = true; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("check", c, argv, longopts);
@@ -186,8 +189,9 @@ int cmd_check(int argc, char **argv)
         return ret;
     }
     path = argv[optind];
-    ret = df_check(path, fmt, repair, &res, quiet ? NULL : print_line, NULL,
-                   &err);
+    ret = df_check(path, fmt,
+                   force_share ? (enum df_repair)DF_CHECK_SHARE : repair, &res,
+                   quiet ? NULL : print_line, NULL, &err);
     if (ret == -DF_E_UNSUPPORTED && strstr(err.msg, "does not support")) {
         cli_error("%s", err.msg);
         return CHECK_NOT_SUPPORTED;

@@ -20,7 +20,8 @@ static const char usage_text[] =
     "  -p           show progress\n"
     "  -q           quiet: print nothing, only set the exit status\n"
     "  -U, --force-share\n"
-    "               accepted as in qemu-img (no image locks yet)\n"
+    "               read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help   show this help\n"
     "\n"
     "Exit status: 0 identical, 1 different, 2 error.\n";
@@ -45,7 +46,8 @@ static uint64_t common_size(struct df_image *const img[2])
 
 /* Open and compare; prints the verdict and returns the exit code. */
 static int compare(const char *name[2], const enum df_format fmt[2],
-                   bool strict, bool quiet, struct cli_progress *prog)
+                   unsigned share, bool strict, bool quiet,
+                   struct cli_progress *prog)
 {
     struct df_image *img[2] = { NULL, NULL };
     struct df_compare_result res;
@@ -53,7 +55,7 @@ static int compare(const char *name[2], const enum df_format fmt[2],
     int ret = CMP_ERROR;
 
     for (int i = 0; i < 2; i++) {
-        img[i] = df_image_open(name[i], fmt[i], 0, &err);
+        img[i] = df_image_open(name[i], fmt[i], share, &err);
         if (!img[i]) {
             cli_fail(&err);
             goto out;
@@ -97,12 +99,14 @@ int cmd_compare(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     enum df_format fmt[2] = { DF_FMT_AUTO, DF_FMT_AUTO };
     struct cli_progress prog = { 0 };
     bool strict = false, quiet = false;
+    unsigned share = 0;
     const char *name[2];
     int c;
 
@@ -118,7 +122,8 @@ int cmd_compare(int argc, char **argv)
         case 's': strict = true; break;
         case 'p': prog.show = true; break;
         case 'q': quiet = true; break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
+        case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CMP_SAME;
         default: return cli_bad_option("compare", c, argv, longopts);
         }
@@ -132,5 +137,5 @@ int cmd_compare(int argc, char **argv)
     name[0] = argv[optind];
     name[1] = argv[optind + 1];
     prog.show = prog.show && !quiet;
-    return compare(name, fmt, strict, quiet, &prog);
+    return compare(name, fmt, share, strict, quiet, &prog);
 }

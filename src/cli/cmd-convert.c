@@ -34,7 +34,8 @@ static const char usage_text[] =
     "               default 4K) are left unwritten; 0 allocates everything\n"
     "  -p           show progress\n"
     "  -q           quiet: no progress\n"
-    "  -U           accepted for qemu-img compatibility (no locks yet)\n"
+    "  -U           read the source even if another process writes it\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help   show this help\n";
 
 /* Largest -S value, as in qemu-img 7.2. */
@@ -54,6 +55,7 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -88,7 +90,8 @@ static int parse_args(struct convert_args *a, int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
+        case 'U': a->opts.force_share = true; break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: return cli_bad_option("convert", c, argv, longopts);
         }

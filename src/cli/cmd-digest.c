@@ -17,13 +17,15 @@ static const char usage_text[] =
     "  -f FMT       format of IMG (raw or qcow2); probed if not given\n"
     "  -p           show progress\n"
     "  -U, --force-share\n"
-    "               accepted as in qemu-img (no image locks yet)\n"
+    "               read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help   show this help\n";
 
 int cmd_digest(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -33,6 +35,7 @@ int cmd_digest(int argc, char **argv)
     unsigned char sum[DF_SHA256_LEN];
     char hex[2 * DF_SHA256_LEN + 1];
     struct df_image *img;
+    unsigned share = 0;
     int c, ret;
 
     cli_getopt_reset();
@@ -44,7 +47,8 @@ int cmd_digest(int argc, char **argv)
             }
             break;
         case 'p': prog.show = true; break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
+        case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("digest", c, argv, longopts);
         }
@@ -56,7 +60,7 @@ int cmd_digest(int argc, char **argv)
     if ((ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
         return ret;
     }
-    img = df_image_open(argv[optind], fmt, 0, &err);
+    img = df_image_open(argv[optind], fmt, share, &err);
     if (!img) {
         return cli_fail(&err);
     }

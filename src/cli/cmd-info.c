@@ -21,7 +21,8 @@ static const char usage_text[] =
     "  -f FMT            format of IMG (raw or qcow2); probed if not given\n"
     "  --output FORMAT   human (default) or json, as qemu-img info prints\n"
     "  --backing-chain   also show every image of IMG's backing chain\n"
-    "  -U, --force-share accepted as in qemu-img (no image locks yet)\n"
+    "  -U, --force-share read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help        show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN };
@@ -298,6 +299,7 @@ int cmd_info(int argc, char **argv)
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -305,6 +307,7 @@ int cmd_info(int argc, char **argv)
     struct df_error err = { 0 };
     struct df_image *img;
     bool json = false, chain = false;
+    unsigned share = DF_OPEN_METADATA; /* the locks qemu-img info takes */
     int c, ret;
 
     cli_getopt_reset();
@@ -321,7 +324,8 @@ int cmd_info(int argc, char **argv)
             }
             break;
         case OPT_BACKING_CHAIN: chain = true; break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
+        case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("info", c, argv, longopts);
         }
@@ -334,7 +338,8 @@ int cmd_info(int argc, char **argv)
         return ret;
     }
     /* a plain info does not need (or check) the backing files */
-    img = df_image_open(argv[optind], fmt, chain ? 0 : DF_OPEN_NO_BACKING,
+    img = df_image_open(argv[optind], fmt,
+                        share | (chain ? 0 : DF_OPEN_NO_BACKING),
                         &err);
     if (!img) {
         return cli_fail(&err);

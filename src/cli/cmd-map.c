@@ -23,7 +23,8 @@ static const char usage_text[] =
     "  --output FORMAT     human (default) or json\n"
     "  --start-offset OFF  start at guest offset OFF (default 0)\n"
     "  --max-length LEN    stop after LEN bytes\n"
-    "  -U, --force-share   accepted as in qemu-img (no image locks yet)\n"
+    "  -U, --force-share   read even if another process writes it (qemu-img -U)\n"
+    CLI_UNTRUSTED_HELP
     "  -h, --help          show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_START, OPT_MAX_LENGTH };
@@ -116,6 +117,7 @@ int cmd_map(int argc, char **argv)
         { "start-offset", required_argument, NULL, OPT_START },
         { "max-length", required_argument, NULL, OPT_MAX_LENGTH },
         { "force-share", no_argument, NULL, 'U' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -124,6 +126,7 @@ int cmd_map(int argc, char **argv)
     struct df_error err = { 0 };
     struct df_image *img;
     bool json = false;
+    unsigned share = 0;
     int c, ret;
 
     cli_getopt_reset();
@@ -151,7 +154,8 @@ int cmd_map(int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case CLI_OPT_UNTRUSTED: cli_untrusted(); break;
+        case 'U': share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option("map", c, argv, longopts);
         }
@@ -163,7 +167,7 @@ int cmd_map(int argc, char **argv)
     if ((ret = cli_image_names(argv + optind, 1)) != CLI_OK) {
         return ret;
     }
-    img = df_image_open(argv[optind], fmt, 0, &err);
+    img = df_image_open(argv[optind], fmt, share, &err);
     if (!img) {
         return cli_fail(&err);
     }

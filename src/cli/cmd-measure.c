@@ -25,7 +25,7 @@ static const char usage_text[] =
     "  --size SIZE      measure an empty image of SIZE bytes\n"
     "  --output FORMAT  human (default) or json\n"
     "  -U, --force-share\n"
-    "                   accepted as in qemu-img (no image locks yet)\n"
+    "                   read even if another process writes it (qemu-img -U)\n"
     "  -h, --help       show this help\n";
 
 enum { OPT_OUTPUT = 256, OPT_SIZE };
@@ -56,6 +56,7 @@ struct measure_args {
     const char *src;
     const char *size; /* --size as given, or NULL */
     bool json;
+    unsigned share; /* -U: DF_OPEN_SHARE */
 };
 
 /* Returns CLI_OK, a failure status, or -1 after printing a help text. */
@@ -95,7 +96,7 @@ static int parse_args(struct measure_args *a, int argc, char **argv)
             a->json = !strcmp(optarg, "json");
             break;
         case OPT_SIZE: a->size = optarg; break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case 'U': a->share = DF_OPEN_SHARE; break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: return cli_bad_option("measure", c, argv, longopts);
         }
@@ -148,7 +149,7 @@ int cmd_measure(int argc, char **argv)
         cli_image_opts_release(&a.io);
         return ret < 0 ? CLI_OK : ret;
     }
-    if (a.src && !(src = df_image_open(a.src, a.src_fmt, 0, &err))) {
+    if (a.src && !(src = df_image_open(a.src, a.src_fmt, a.share, &err))) {
         ret = cli_fail(&err);
     } else if (df_measure(src, &a.io.opts, &m, &err) < 0) {
         ret = cli_fail(&err);

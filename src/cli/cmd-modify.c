@@ -250,7 +250,7 @@ int cmd_rebase(int argc, char **argv)
         case 'u': unsafe = true; break;
         case 'p': prog.show = true; break;
         case 'q': break;
-        case 'U': break; /* no image locks yet: see docs/cli.md */
+        case 'U': break; /* the image is written: see docs/cli.md */
         case 'h': fputs(rebase_usage, stdout); return CLI_OK;
         default: return cli_bad_option("rebase", c, argv, longopts);
         }

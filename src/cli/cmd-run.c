@@ -14,12 +14,15 @@
 #include "events.h"
 #include "incremental.h"
 #include "pipeline.h"
+#include "admit.h"
+#include "runlock.h"
 
 static const char usage_text[] =
     "usage: diskforge run JOB.yaml [-j N] [--report FILE] [--keep-going]\n"
     "                     [--dry-run] [--set NAME=VALUE]... [--force]\n"
     "                     [--rebuild ID]... [--state FILE] [--sums FILE]\n"
     "                     [--events FILE|-] [--expect-reproducible]\n"
+    "                     [--untrusted] [--no-space-check]\n"
     "\n"
     "Run the steps of JOB.yaml that are not up to date, each as soon as the\n"
     "steps it depends on are done, at most N at a time, and write a JSON\n"
@@ -48,6 +51,12 @@ static const char usage_text[] =
     "  --expect-reproducible\n"
     "                     run every step and fail (exit 1) naming each step\n"
     "                     whose outputs' sha256 differ from the last run's\n"
+    "  --untrusted        every step as 'untrusted: true': images are hostile\n"
+    "                     (format given; backing files only if the job made\n"
+    "                     them, allow_backing lists them, or they lie in the\n"
+    "                     image's directory)\n"
+    "  --no-space-check   start even if the steps' estimated new bytes do not\n"
+    "                     fit in the free space of their file systems\n"
     "  -h, --help         show this help\n"
     "\n"
     "SIGINT or SIGTERM cancels the running steps, removes their temporary\n"
@@ -55,6 +64,8 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 every step succeeded, 1 a step failed, 2 bad usage or\n"
     "an invalid job (nothing ran), 130 interrupted.\n";
+
+enum { OPT_NO_SPACE_CHECK = CLI_OPT_UNTRUSTED + 1 };
 
 /* Set by the signal handler, read by should_stop() on the main thread. */
 static volatile sig_atomic_t stop_signal;
@@ -96,6 +107,8 @@ struct run_args {
     bool force;
     const char **rebuild;
     size_t n_rebuild;
+    bool untrusted;
+    bool no_space_check;
     struct job_vars set;
 };
 
@@ -126,6 +139,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         { "sums", required_argument, NULL, 'U' },
         { "events", required_argument, NULL, 'E' },
         { "expect-reproducible", no_argument, NULL, 'R' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
+        { "no-space-check", no_argument, NULL, OPT_NO_SPACE_CHECK },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -158,6 +173,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         case 'U': a->sums = optarg; break;
         case 'E': a->events = optarg; break;
         case 'R': a->expect_reproducible = true; break;
+        case CLI_OPT_UNTRUSTED: a->untrusted = true; break;
+        case OPT_NO_SPACE_CHECK: a->no_space_check = true; break;
         case 's':
             if (cli_job_set("run", &a->set, optarg) != CLI_OK) {
                 return CLI_USAGE;
@@ -194,6 +211,22 @@ static void print_summary(FILE *out, const struct run *run,
             cli_error("step '%s' failed: %s", run->job->steps[i].id,
                       run->steps[i].ctx.err.msg);
         }
+    }
+}
+
+/* Remove the temporaries that runs killed earlier left, and say so. */
+static void report_stale_temps(const struct dag *dag, const char *report)
+{
+    struct stale_temps st;
+    char human[32];
+
+    runlock_clean_temps(dag, report, &st);
+    if (st.removed) {
+        df_format_size(st.bytes, human, sizeof(human));
+        fprintf(stderr, "diskforge: removed %zu stale temporary file%s of "
+                "this job's outputs (left by runs that are gone), freeing "
+                "%llu bytes (%s)\n", st.removed, st.removed == 1 ? "" : "s",
+                (unsigned long long)st.bytes, human);
     }
 }
 
@@ -242,6 +275,7 @@ static int run_loaded(struct run_args *a, const struct job *job,
     struct run_opts opts = { 0 };
     struct df_error err = { 0 };
     char *report_path = NULL;
+    struct runlock *lock;
     struct run *run;
     json_t *report;
     int ret;
@@ -252,6 +286,13 @@ static int run_loaded(struct run_args *a, const struct job *job,
         cli_error("out of memory");
         return CLI_FAIL;
     }
+    /* one run of a job at a time; then what killed runs left behind */
+    lock = runlock_take(a->job_path, &err);
+    if (!lock) {
+        free(report_path);
+        return cli_fail(&err);
+    }
+    report_stale_temps(dag, report_path);
     progress_init(&prog, &ob, human, isatty(fileno(human)));
     opts.threads = a->threads;
     opts.keep_going = a->keep_going;
@@ -261,6 +302,7 @@ static int run_loaded(struct run_args *a, const struct job *job,
     if (a->events) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         if (events_open(&ev, a->events, &ob, dag->n, &err) < 0) {
+            runlock_release(lock);
             free(report_path);
             return cli_fail(&err);
         }
@@ -269,11 +311,22 @@ static int run_loaded(struct run_args *a, const struct job *job,
                                               : (unsigned)(cpus > 0 ? cpus
                                                                     : 1));
     }
-    catch_signals();
-    run = job_run(job, dag, &opts, &err);
+    if (!a->no_space_check && admit_check(dag, &err) < 0) {
+        /* refused before anything started: every step skipped */
+        cli_error("%s", err.msg);
+        run = admit_refused_run(job, dag, err.msg);
+        df_error_clear(&err);
+        if (!run) {
+            df_fail(&err, DF_E_NOMEM, "out of memory");
+        }
+    } else {
+        catch_signals();
+        run = job_run(job, dag, &opts, &err);
+    }
     progress_end(&prog);
     if (!run) {
         events_close(&ev);
+        runlock_release(lock);
         free(report_path);
         return cli_fail(&err);
     }
@@ -306,6 +359,7 @@ static int run_loaded(struct run_args *a, const struct job *job,
                                                               : "SIGINT");
     }
     run_free(run);
+    runlock_release(lock);
     free(report_path);
     return ret;
 }
@@ -357,6 +411,9 @@ int cmd_run(int argc, char **argv)
         job_vars_release(&a.set);
         free(a.rebuild);
         return CLI_USAGE;
+    }
+    for (size_t i = 0; a.untrusted && i < job->n_steps; i++) {
+        job->steps[i].untrusted = true;
     }
     ret = open_state(&a, dag, &in);
     if (ret == CLI_OK && a.dry_run) {

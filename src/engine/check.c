@@ -11,6 +11,10 @@ int df_check(const char *path, enum df_format fmt, enum df_repair repair,
     struct df_image *img;
     int ret;
 
+    if ((unsigned)repair == DF_CHECK_SHARE) {
+        flags |= DF_OPEN_SHARE;
+        repair = DF_REPAIR_NONE;
+    }
     if ((unsigned)repair > DF_REPAIR_ALL) {
         return df_fail(err, DF_E_INVAL, "'%s': unknown repair mode", path);
     }

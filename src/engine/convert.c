@@ -546,7 +546,8 @@ int df_convert(const char *src, const char *dst,
     if (ret < 0) {
         return ret;
     }
-    c.src = df_image_open(src, o->src_format, 0, err);
+    c.src = df_image_open(src, o->src_format,
+                          o->force_share ? DF_OPEN_SHARE : 0, err);
     if (!c.src) {
         return -err->code;
     }
@@ -555,15 +556,19 @@ int df_convert(const char *src, const char *dst,
         ret = convert_existing(&c, err);
         goto out;
     }
+    /* an image someone uses is not replaced under them */
+    ret = df_lock_check_replace(dst, err);
+    if (ret < 0) {
+        goto out;
+    }
     tmp = df_temp_name(dst);
     if (!tmp) {
         ret = df_fail(err, DF_E_NOMEM, "'%s': out of memory", dst);
         goto out;
     }
     ret = convert_into(&c, tmp, err);
-    if (ret == 0 && rename(tmp, dst) < 0) {
-        ret = df_fail_sys(err, "'%s': cannot rename the temporary file "
-                          "into place", dst);
+    if (ret == 0) {
+        ret = df_rename_into_place(tmp, dst, err);
     }
     if (ret < 0) {
         df_image_close(c.dst, NULL);

@@ -387,6 +387,13 @@ static int open_source(struct copy *c, struct stat *src_st, int *dst_mode,
     if (fstat(c->in, src_st) < 0) {
         return df_fail_errno(err, DF_E_IO, "'%s': cannot stat", c->src);
     }
+    if (S_ISREG(src_st->st_mode)) {
+        /* a file someone writes is not read */
+        int r = df_lock_take(c->in, c->src, DF_LOCK_READ, err);
+        if (r < 0) {
+            return r;
+        }
+    }
     if (S_ISDIR(src_st->st_mode)) {
         return df_fail(err, DF_E_INVAL, "'%s' is a directory", c->src);
     }
@@ -431,12 +438,18 @@ static int copy_into(struct copy *c, enum df_sparse_mode mode,
                           (uint64_t)src_st->st_size / 512;
     int ret;
 
-    c->out = open(c->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+    /* read-write: a read lock needs a readable descriptor */
+    c->out = open(c->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
                   (mode_t)(src_st->st_mode & 0777));
     if (c->out < 0) {
         return df_fail_sys(err, "'%s': cannot create", c->tmp);
     }
     c->created = true;
+    /* the temporary is locked as any image being written */
+    ret = df_lock_take(c->out, c->tmp, DF_LOCK_WRITE, err);
+    if (ret < 0) {
+        return ret;
+    }
     if (dst_mode >= 0 && fchmod(c->out, (mode_t)dst_mode) < 0) {
         return df_fail_sys(err, "'%s': cannot set the permissions", c->tmp);
     }
@@ -445,7 +458,7 @@ static int copy_into(struct copy *c, enum df_sparse_mode mode,
         c->granule = block_size(c->out);
     }
     ret = copy_file(c, err);
-    if (close(c->out) < 0 && ret == 0) {
+    if (df_lock_close(c->out) < 0 && ret == 0) {
         ret = df_fail_sys(err, "'%s': close failed", c->tmp);
     }
     c->out = -1;
@@ -469,6 +482,10 @@ int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
     if (ret < 0) {
         goto out;
     }
+    ret = df_lock_check_replace(dst, err);
+    if (ret < 0) {
+        goto out;
+    }
     tmp = df_temp_name(dst);
     c.buf = malloc(DF_CHUNK);
     if (!tmp || !c.buf) {
@@ -477,13 +494,12 @@ int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
     }
     c.tmp = tmp;
     ret = copy_into(&c, mode, &src_st, dst_mode, err);
-    if (ret == 0 && rename(tmp, dst) < 0) {
-        ret = df_fail_sys(err, "'%s': cannot rename the temporary file "
-                          "into place", dst);
+    if (ret == 0) {
+        ret = df_rename_into_place(tmp, dst, err);
     }
     if (ret < 0 && tmp) {
         if (c.out >= 0) {
-            close(c.out);
+            df_lock_close(c.out);
         }
         if (c.created) {
             unlink(tmp);
@@ -492,7 +508,7 @@ int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
     }
 out:
     if (c.in >= 0) {
-        close(c.in);
+        df_lock_close(c.in);
     }
     df_workers_stop(c.workers);
     free(c.scan_buf);

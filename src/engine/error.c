@@ -82,6 +82,7 @@ const char *df_strerror(enum df_errc code)
     case DF_E_NOENT: return "ENOENT";
     case DF_E_EXISTS: return "EEXIST";
     case DF_E_NOSPC: return "ENOSPC";
+    case DF_E_BUSY: return "EBUSY";
     }
     return "EUNKNOWN";
 }

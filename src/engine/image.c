@@ -144,6 +144,22 @@ char *df_temp_name(const char *target)
     return out;
 }
 
+int df_rename_into_place(const char *tmp, const char *target,
+                         struct df_error *err)
+{
+    /* cancelled after the work was done: cancelled all the same */
+    int ret = df_cancel_point(target, err);
+
+    if (ret == 0) {
+        ret = df_lock_check_replace(target, err);
+    }
+    if (ret == 0 && rename(tmp, target) < 0) {
+        ret = df_fail_sys(err, "'%s': cannot rename the temporary file into "
+                          "place", target);
+    }
+    return ret;
+}
+
 /* ---- file names as qemu takes them ---- */
 
 bool df_has_protocol(const char *name)
@@ -253,12 +269,40 @@ int df_io_write_zeroes(int fd, uint64_t off, uint64_t len, const char *path,
     }
     while (len && ret == 0) {
         size_t n = (size_t)DF_MIN(len, (uint64_t)bsz);
-        ret = df_io_pwrite(fd, z, n, off, path, err);
+        ret = df_cancel_point(path, err);
+        if (ret == 0) {
+            ret = df_io_pwrite(fd, z, n, off, path, err);
+        }
         off += n;
         len -= n;
     }
     free(z);
     return ret;
+}
+
+int df_io_fallocate(int fd, uint64_t off, uint64_t len, const char *path,
+                    struct df_error *err)
+{
+    /* in steps, so that a cancel is seen within one step's time */
+    const uint64_t step = 1ull << 30;
+
+    while (len) {
+        uint64_t n = DF_MIN(len, step);
+        int r = df_cancel_point(path, err);
+        if (r < 0) {
+            return r;
+        }
+        r = posix_fallocate(fd, (off_t)off, (off_t)n);
+        if (r) {
+            errno = r;
+            return df_fail_sys(err, "'%s': cannot preallocate %llu bytes at "
+                               "offset %llu", path, (unsigned long long)n,
+                               (unsigned long long)off);
+        }
+        off += n;
+        len -= n;
+    }
+    return 0;
 }
 
 int df_io_file_size(int fd, uint64_t *size, const char *path,
@@ -345,8 +389,12 @@ int df_image_create_at(const char *path, const struct df_create_opts *o,
     if (fd < 0) {
         return df_fail_sys(err, "'%s': cannot create", path);
     }
-    ret = drv->create(fd, path, &opts, err);
-    if (close(fd) < 0 && ret == 0) {
+    /* a temporary being written is locked like any image being written */
+    ret = df_lock_take(fd, path, DF_LOCK_WRITE, err);
+    if (ret == 0) {
+        ret = drv->create(fd, path, &opts, err);
+    }
+    if (df_lock_close(fd) < 0 && ret == 0) {
         ret = df_fail_sys(err, "'%s': close failed", path);
     }
     return ret;
@@ -361,14 +409,20 @@ int df_image_create(const char *name, const struct df_create_opts *o,
     if (ret < 0) {
         return ret;
     }
+    /* an image someone uses is not replaced under them */
+    ret = df_lock_check_replace(path, err);
+    if (ret < 0) {
+        free(path);
+        return ret;
+    }
     tmp = df_temp_name(path);
     if (!tmp) {
         free(path);
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory", name);
     }
     ret = df_image_create_at(tmp, o, err);
-    if (ret == 0 && rename(tmp, path) < 0) {
-        ret = df_fail_sys(err, "'%s': cannot rename temporary file", path);
+    if (ret == 0) {
+        ret = df_rename_into_place(tmp, path, err);
     }
     if (ret < 0) {
         unlink(tmp);
@@ -388,6 +442,80 @@ int df_image_create(const char *name, const struct df_create_opts *o,
 
 /* ---- open / close ---- */
 
+/* The untrusted-image policy of this thread (df_untrusted_begin()). */
+static _Thread_local struct {
+    bool on;
+    const char *const *allowed;
+    size_t n;
+} untrusted;
+
+void df_untrusted_begin(const char *const *allowed, size_t n)
+{
+    untrusted.on = true;
+    untrusted.allowed = allowed;
+    untrusted.n = n;
+}
+
+void df_untrusted_end(void)
+{
+    memset(&untrusted, 0, sizeof(untrusted));
+}
+
+/* Is the file at @real (a real path) one the policy lists? */
+static bool untrusted_listed(const char *real)
+{
+    for (size_t i = 0; i < untrusted.n; i++) {
+        char *r = realpath(untrusted.allowed[i], NULL);
+        bool same = r && strcmp(r, real) == 0;
+        free(r);
+        if (same) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Is @real inside the directory @dir (both real paths)? */
+static bool path_inside(const char *real, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(real, dir, n) == 0 &&
+           (real[n] == '/' || (n == 1 && dir[0] == '/'));
+}
+
+/*
+ * May the untrusted image @top be read through the backing file named
+ * @name, whose real path is @real?  0, or -DF_E_INVAL naming it.
+ */
+static int untrusted_backing_ok(const struct df_image *top, const char *cur,
+                                const char *name, const char *real,
+                                struct df_error *err)
+{
+    char *dir, *topreal;
+    bool inside;
+
+    if (untrusted_listed(real)) {
+        return 0;
+    }
+    if (name[0] == '/' || df_has_protocol(name)) {
+        return df_fail(err, DF_E_INVAL, "'%s': untrusted image: backing "
+                       "file '%s' is refused (an absolute name; list it in "
+                       "allow_backing to follow it)", cur, name);
+    }
+    topreal = realpath(top->path, NULL);
+    dir = topreal ? df_path_dir(topreal) : NULL;
+    inside = dir && path_inside(real, dir);
+    free(dir);
+    free(topreal);
+    if (!inside) {
+        return df_fail(err, DF_E_INVAL, "'%s': untrusted image: backing "
+                       "file '%s' is refused (it leaves the image's "
+                       "directory; list it in allow_backing to follow it)",
+                       cur, name);
+    }
+    return 0;
+}
+
 static bool chain_has(const char *const *seen, int n, const char *real)
 {
     for (int i = 0; i < n; i++) {
@@ -396,6 +524,24 @@ static bool chain_has(const char *const *seen, int n, const char *real)
         }
     }
     return false;
+}
+
+/* The locks an open with @flags takes (lock.c). */
+static enum df_lock_mode open_lock_mode(const struct df_driver *drv,
+                                        unsigned flags)
+{
+    if (flags & DF_OPEN_RDWR) {
+        return DF_LOCK_WRITE;
+    }
+    if (flags & DF_OPEN_SHARE) {
+        return DF_LOCK_SHARE_ALL;
+    }
+    if (flags & DF_OPEN_METADATA) {
+        /* as qemu-img info: a qcow2's metadata must not change under
+         * it; a raw image has none */
+        return drv->format == DF_FMT_QCOW2 ? DF_LOCK_METADATA : DF_LOCK_NONE;
+    }
+    return DF_LOCK_READ;
 }
 
 static struct df_image *open_one(const char *path, enum df_format fmt,
@@ -443,6 +589,9 @@ static struct df_image *open_one(const char *path, enum df_format fmt,
         goto fail;
     }
     img->drv = drv;
+    if (df_lock_take(img->fd, path, open_lock_mode(drv, flags), err) < 0) {
+        goto fail;
+    }
     img->hostmap = df_hostmap_new();
     if (!img->hostmap) {
         df_fail(err, DF_E_NOMEM, "'%s': out of memory", path);
@@ -458,7 +607,7 @@ static struct df_image *open_one(const char *path, enum df_format fmt,
     return img;
 fail:
     if (img->fd >= 0) {
-        close(img->fd);
+        df_lock_close(img->fd);
     }
     df_hostmap_free(img->hostmap);
     free(img->path);
@@ -484,7 +633,8 @@ char *df_backing_path(const char *image, const char *backing,
  * Open the backing chain of @top iteratively: each layer names the next.
  * Loops are found by comparing canonical paths.
  */
-static int open_backing_chain(struct df_image *top, struct df_error *err)
+static int open_backing_chain(struct df_image *top, unsigned flags,
+                              struct df_error *err)
 {
     const char *seen[DF_MAX_BACKING_DEPTH + 2];
     char *owned[DF_MAX_BACKING_DEPTH + 2];
@@ -517,6 +667,13 @@ static int open_backing_chain(struct df_image *top, struct df_error *err)
                           "%d images", top->path, DF_MAX_BACKING_DEPTH);
             break;
         }
+        if (untrusted.on && !info.backing_format[0]) {
+            ret = df_fail(err, DF_E_INVAL, "'%s': untrusted image: backing "
+                          "file '%s' has no recorded format (untrusted "
+                          "images are never probed)", cur->path,
+                          info.backing_file);
+            break;
+        }
         if (info.backing_format[0] &&
             df_format_parse(info.backing_format, &bfmt) < 0) {
             ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': unknown backing "
@@ -531,12 +688,33 @@ static int open_backing_chain(struct df_image *top, struct df_error *err)
             break;
         }
         real = realpath(bpath, NULL);
+        if (untrusted.on && !real &&
+            (info.backing_file[0] == '/' ||
+             df_has_protocol(info.backing_file) ||
+             strstr(info.backing_file, ".."))) {
+            /* refused for its name even when it does not exist */
+            ret = untrusted_backing_ok(top, cur->path, info.backing_file, "",
+                                       err);
+        }
+        if (ret < 0) {
+            free(bpath);
+            break;
+        }
         if (!real) {
             /* qemu's wording, after the name of the image */
             ret = df_fail_sys(err, "'%s': Could not open backing file: "
                               "Could not open '%s'", cur->path, bpath);
             free(bpath);
             break;
+        }
+        if (untrusted.on) {
+            ret = untrusted_backing_ok(top, cur->path, info.backing_file,
+                                       real, err);
+            if (ret < 0) {
+                free(real);
+                free(bpath);
+                break;
+            }
         }
         if (chain_has(seen, nseen, real)) {
             ret = df_fail(err, DF_E_INVAL, "'%s': Backing file '%s' creates "
@@ -547,7 +725,11 @@ static int open_backing_chain(struct df_image *top, struct df_error *err)
         }
         owned[nseen] = real;
         seen[nseen++] = real;
-        cur->backing = open_one(bpath, bfmt, 0, err);
+        /* read-only; shared as the top is (qemu-img -U shares them all;
+         * info's opens read metadata only) */
+        cur->backing = open_one(bpath, bfmt,
+                                flags & (DF_OPEN_SHARE | DF_OPEN_METADATA),
+                                err);
         free(bpath);
         if (!cur->backing) {
             df_error_prefix(err, "'%s': Could not open backing file: ",
@@ -569,12 +751,17 @@ struct df_image *df_image_open(const char *name, enum df_format fmt,
     struct df_image *img = NULL;
     char *path;
 
+    if (untrusted.on && fmt == DF_FMT_AUTO) {
+        df_fail(err, DF_E_INVAL, "'%s': untrusted image: its format must be "
+                "given (untrusted images are never probed)", name);
+        return NULL;
+    }
     if (df_filename(name, &path, err) == 0) {
         img = open_one(path, fmt, flags, err);
         free(path);
     }
     if (img && !(flags & DF_OPEN_NO_BACKING) &&
-        open_backing_chain(img, err) < 0) {
+        open_backing_chain(img, flags, err) < 0) {
         df_image_close(img, NULL);
         return NULL;
     }
@@ -594,7 +781,7 @@ int df_image_close(struct df_image *img, struct df_error *err)
             }
         }
         img->drv->close(img);
-        if (close(img->fd) < 0 && ret == 0) {
+        if (df_lock_close(img->fd) < 0 && ret == 0) {
             ret = df_fail_sys(err, "'%s': close failed", img->path);
         }
         pthread_mutex_destroy(&img->lock);

@@ -19,7 +19,8 @@ static int progress_at(df_progress_fn fn, void *opaque, uint64_t done,
                        uint64_t total, const char *path, const char *what,
                        struct df_error *err)
 {
-    if (fn && fn(opaque, done, total)) {
+    /* the thread's cancel hook as well as the caller's callback */
+    if (df_cancel_requested() || (fn && fn(opaque, done, total))) {
         return df_fail(err, DF_E_CANCELED, "'%s': %s canceled", path, what);
     }
     return 0;
@@ -53,11 +54,7 @@ static int resize_raw(struct df_image *img, uint64_t size,
         return df_io_write_zeroes(img->fd, old, size - old, img->path, err);
     }
     if (size > old && prealloc == DF_PREALLOC_FALLOC) {
-        int r = posix_fallocate(img->fd, (off_t)old, (off_t)(size - old));
-        if (r) {
-            errno = r;
-            return df_fail_sys(err, "'%s': cannot preallocate", img->path);
-        }
+        return df_io_fallocate(img->fd, old, size - old, img->path, err);
     }
     return 0;
 }
@@ -142,6 +139,10 @@ static int copy_allocated(struct df_image *top, struct df_image *base,
                     ret = df_image_pwrite(base, buf, n, p, err);
                 }
                 p += n;
+                if (ret == 0) { /* a chunk at a time: extents can be huge */
+                    ret = progress_at(progress, opaque, p, size,
+                                      df_image_path(top), "commit", err);
+                }
             }
         }
         off += ext.length;
@@ -353,6 +354,10 @@ static int copy_differences(struct df_image *img, struct df_image *nb,
                 k += step;
             }
             p += n;
+            if (ret == 0) {
+                ret = progress_at(progress, opaque, p, size, img->path,
+                                  "rebase", err);
+            }
         }
         off += ext.length;
         if (ret == 0) {
@@ -465,6 +470,10 @@ static int sparsify_raw(struct df_image *img, uint64_t *freed,
                 k += step;
             }
             p += n;
+            if (ret == 0) {
+                ret = progress_at(progress, opaque, p, size, img->path,
+                                  "sparsify", err);
+            }
         }
         off += ext.length;
         if (ret == 0) {
@@ -506,6 +515,13 @@ static int sparsify_qcow2(struct df_image *img, uint64_t *freed,
             for (uint64_t p = off; ret == 0 && p < off + ext.length;
                  p += cs) {
                 size_t n = (size_t)DF_MIN(cs, size - p);
+                if ((p - off) % DF_CHUNK == 0 && p > off) {
+                    ret = progress_at(progress, opaque, p, size, img->path,
+                                      "sparsify", err);
+                    if (ret < 0) {
+                        break;
+                    }
+                }
                 ret = df_image_pread(img, buf, n, p, err);
                 if (ret < 0 || !df_is_zero(buf, n)) {
                     continue;

@@ -82,6 +82,10 @@ int df_io_pwrite(int fd, const void *buf, size_t len, uint64_t off,
 /* Write @len zero bytes at @off (for full preallocation). */
 int df_io_write_zeroes(int fd, uint64_t off, uint64_t len, const char *path,
                        struct df_error *err);
+/* posix_fallocate() of @len bytes at @off, in steps that poll the cancel
+ * hook. */
+int df_io_fallocate(int fd, uint64_t off, uint64_t len, const char *path,
+                    struct df_error *err);
 /* Length of the file, or a negative error. */
 int df_io_file_size(int fd, uint64_t *size, const char *path,
                     struct df_error *err);
@@ -118,6 +122,46 @@ int df_image_create_at(const char *path, const struct df_create_opts *o,
  * Returns a malloc'd string, or NULL.
  */
 char *df_temp_name(const char *target);
+
+/*
+ * QEMU-compatible image locks (lock.c).
+ *   df_lock_take(): take on @fd the bytes an opener in @mode holds, then
+ *     fail with -DF_E_BUSY ("'PATH' is in use ...") if another open file
+ *     description's bytes conflict.  The locks go with the descriptor.
+ *   df_lock_check_replace(): -DF_E_BUSY if the file at @path (if any) is
+ *     held in a way that a writer would conflict with: replacing it by a
+ *     rename would pull it from under its user.
+ *   df_lock_in_use(): does anyone hold any of QEMU's lock bytes on @fd's
+ *     file (other than through @fd)?
+ */
+enum df_lock_mode {
+    DF_LOCK_NONE,      /* take and check nothing */
+    DF_LOCK_SHARE_ALL, /* hold consistent read, share all (qemu-img -U) */
+    DF_LOCK_METADATA,  /* hold nothing, share no write/resize (qemu-img
+                        * info of a qcow2) */
+    DF_LOCK_READ,      /* hold consistent read, share no write/resize */
+    DF_LOCK_WRITE,     /* hold read, write, resize; share no write/resize */
+};
+int df_lock_take(int fd, const char *path, enum df_lock_mode mode,
+                 struct df_error *err);
+int df_lock_check_replace(const char *path, struct df_error *err);
+bool df_lock_in_use(int fd);
+/* close() of a descriptor that may hold image locks: the locks are
+ * dropped first, so a forked child that has not exec'd yet keeps none. */
+int df_lock_close(int fd);
+
+/* The cancel hook (df_cancel_hook()): is it set and true on this thread?
+ * df_cancel_point() is 0, or -DF_E_CANCELED with "'@path': interrupted". */
+bool df_cancel_requested(void);
+int df_cancel_point(const char *path, struct df_error *err);
+
+/*
+ * The last step of an atomic output: unless the cancel hook says stop or
+ * someone uses the file at @target (df_lock_check_replace()), rename @tmp
+ * over it.  The caller removes @tmp on failure.
+ */
+int df_rename_into_place(const char *tmp, const char *target,
+                         struct df_error *err);
 
 /* Directory part of @path ("." when none), malloc'd. */
 char *df_path_dir(const char *path);

@@ -52,15 +52,8 @@ static int raw_create(int fd, const char *path, const struct df_create_opts *o,
         return df_fail_sys(err, "'%s': cannot set size", path);
     }
     switch (o->prealloc) {
-    case DF_PREALLOC_FALLOC: {
-        int r = posix_fallocate(fd, 0, (off_t)size);
-        if (r) {
-            errno = r;
-            return df_fail_sys(err, "'%s': cannot preallocate %llu bytes",
-                               path, (unsigned long long)size);
-        }
-        return 0;
-    }
+    case DF_PREALLOC_FALLOC:
+        return df_io_fallocate(fd, 0, size, path, err);
     case DF_PREALLOC_FULL:
         return df_io_write_zeroes(fd, 0, size, path, err);
     default:

@@ -332,6 +332,10 @@ static void feed_key(EVP_MD_CTX *md, const struct job *job,
     case JOB_KEY_UUID:
     case JOB_KEY_OPTIONS:
         break; /* all in job_step_disk_text(), fed once */
+    case JOB_KEY_UNTRUSTED: feed_u64(md, t, s->untrusted); break;
+    case JOB_KEY_ALLOW_BACKING:
+        feed_strv(md, job, t, &s->allow_backing, true);
+        break;
     }
 }
 

@@ -980,6 +980,12 @@ static int parse_key(struct reader *r, struct job_step *s, enum job_key k,
     case JOB_KEY_OPTIONS:
         ret = get_strv(r, v, name, false, &s->options);
         break;
+    case JOB_KEY_UNTRUSTED:
+        ret = get_bool(r, v, name, &s->untrusted);
+        break;
+    case JOB_KEY_ALLOW_BACKING:
+        ret = get_strv(r, v, name, true, &s->allow_backing);
+        break;
     case JOB_KEY_COUNT: break;
     }
     if (ret == 0) {

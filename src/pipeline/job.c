@@ -265,6 +265,8 @@ static const char *const key_names[JOB_KEY_COUNT] = {
     [JOB_KEY_LABEL] = "label",
     [JOB_KEY_UUID] = "uuid",
     [JOB_KEY_OPTIONS] = "options",
+    [JOB_KEY_UNTRUSTED] = "untrusted",
+    [JOB_KEY_ALLOW_BACKING] = "allow_backing",
 };
 
 const char *job_key_name(enum job_key key)
@@ -285,6 +287,8 @@ int job_key_parse(const char *name, enum job_key *out)
 
 #define K(x) (UINT64_C(1) << JOB_KEY_##x)
 #define COMMON (K(ID) | K(OP) | K(NEEDS) | K(DESCRIPTION))
+/* every op that opens images may treat them as hostile (SPEC §8) */
+#define UNTRUSTED (K(UNTRUSTED) | K(ALLOW_BACKING))
 #define QCOW2_OPTS                                                            \
     (K(CLUSTER_SIZE) | K(COMPAT) | K(LAZY_REFCOUNTS) | K(REFCOUNT_BITS) |    \
      K(COMPRESSION_TYPE))
@@ -293,38 +297,38 @@ int job_key_parse(const char *name, enum job_key *out)
 static const struct {
     uint64_t allowed, required;
 } op_keys[JOB_OP_COUNT] = {
-    [JOB_OP_CREATE] = { COMMON | K(IMAGE) | K(FORMAT) | K(SIZE) |
+    [JOB_OP_CREATE] = { COMMON | UNTRUSTED | K(IMAGE) | K(FORMAT) | K(SIZE) |
                             K(PREALLOCATION) | QCOW2_OPTS | K(BACKING) |
                             K(BACKING_FORMAT) | K(BACKING_PATH),
                         K(IMAGE) },
-    [JOB_OP_OVERLAY] = { COMMON | K(IMAGE) | K(BACKING) | K(BACKING_FORMAT) |
+    [JOB_OP_OVERLAY] = { COMMON | UNTRUSTED | K(IMAGE) | K(BACKING) | K(BACKING_FORMAT) |
                              K(FORMAT) | K(SIZE) | QCOW2_OPTS |
                              K(BACKING_PATH),
                          K(IMAGE) | K(BACKING) },
     [JOB_OP_COPY] = { COMMON | K(FROM) | K(TO) | K(SPARSE), K(FROM) | K(TO) },
-    [JOB_OP_CONVERT] = { COMMON | K(FROM) | K(FROM_FORMAT) | K(TO) |
+    [JOB_OP_CONVERT] = { COMMON | UNTRUSTED | K(FROM) | K(FROM_FORMAT) | K(TO) |
                              K(FORMAT) | K(COMPRESS) | K(PREALLOCATION) |
                              QCOW2_OPTS | K(SPARSE_SIZE) | K(BACKING) |
                              K(BACKING_FORMAT),
                          K(FROM) | K(TO) },
-    [JOB_OP_WRITE] = { COMMON | K(IMAGE) | K(FROM) | K(OFFSET) | K(FORMAT),
+    [JOB_OP_WRITE] = { COMMON | UNTRUSTED | K(IMAGE) | K(FROM) | K(OFFSET) | K(FORMAT),
                        K(IMAGE) | K(FROM) },
-    [JOB_OP_FILL] = { COMMON | K(IMAGE) | K(OFFSET) | K(LENGTH) |
+    [JOB_OP_FILL] = { COMMON | UNTRUSTED | K(IMAGE) | K(OFFSET) | K(LENGTH) |
                           K(PATTERN) | K(FORMAT),
                       K(IMAGE) | K(PATTERN) },
-    [JOB_OP_RESIZE] = { COMMON | K(IMAGE) | K(SIZE) | K(PREALLOCATION) |
+    [JOB_OP_RESIZE] = { COMMON | UNTRUSTED | K(IMAGE) | K(SIZE) | K(PREALLOCATION) |
                             K(FORMAT),
                         K(IMAGE) | K(SIZE) },
-    [JOB_OP_COMMIT] = { COMMON | K(IMAGE) | K(FORMAT), K(IMAGE) },
-    [JOB_OP_REBASE] = { COMMON | K(IMAGE) | K(BACKING) | K(BACKING_FORMAT) |
+    [JOB_OP_COMMIT] = { COMMON | UNTRUSTED | K(IMAGE) | K(FORMAT), K(IMAGE) },
+    [JOB_OP_REBASE] = { COMMON | UNTRUSTED | K(IMAGE) | K(BACKING) | K(BACKING_FORMAT) |
                             K(UNSAFE) | K(FORMAT) | K(BACKING_PATH),
                         K(IMAGE) | K(BACKING) },
-    [JOB_OP_SPARSIFY] = { COMMON | K(IMAGE) | K(FORMAT), K(IMAGE) },
-    [JOB_OP_CHECK] = { COMMON | K(IMAGE) | K(REPAIR) | K(EXPECT) | K(FORMAT),
+    [JOB_OP_SPARSIFY] = { COMMON | UNTRUSTED | K(IMAGE) | K(FORMAT), K(IMAGE) },
+    [JOB_OP_CHECK] = { COMMON | UNTRUSTED | K(IMAGE) | K(REPAIR) | K(EXPECT) | K(FORMAT),
                        K(IMAGE) },
-    [JOB_OP_DIGEST] = { COMMON | K(IMAGE) | K(SHA256) | K(FORMAT), K(IMAGE) },
-    [JOB_OP_COMPARE] = { COMMON | K(A) | K(B), K(A) | K(B) },
-    [JOB_OP_INFO] = { COMMON | K(IMAGE) | K(FORMAT), K(IMAGE) },
+    [JOB_OP_DIGEST] = { COMMON | UNTRUSTED | K(IMAGE) | K(SHA256) | K(FORMAT), K(IMAGE) },
+    [JOB_OP_COMPARE] = { COMMON | UNTRUSTED | K(A) | K(B), K(A) | K(B) },
+    [JOB_OP_INFO] = { COMMON | UNTRUSTED | K(IMAGE) | K(FORMAT), K(IMAGE) },
     [JOB_OP_COMMAND] = { COMMON | K(ARGV) | K(SHELL) | K(INPUTS) |
                              K(OUTPUTS),
                          0 /* argv or shell: checked by hand */ },
@@ -643,6 +647,7 @@ void job_step_release(struct job_step *s)
     free(s->label);
     free(s->uuid);
     job_strv_release(&s->options);
+    job_strv_release(&s->allow_backing);
 }
 
 void job_free(struct job *job)

@@ -143,6 +143,8 @@ enum job_key {
     JOB_KEY_LABEL,
     JOB_KEY_UUID,
     JOB_KEY_OPTIONS,
+    JOB_KEY_UNTRUSTED,
+    JOB_KEY_ALLOW_BACKING,
     JOB_KEY_COUNT
 };
 
@@ -222,6 +224,8 @@ struct job_step {
     enum job_fs_type fs_type;
     char *label, *uuid;       /* as written, or NULL */
     struct job_strv options;  /* extra mkfs arguments */
+    bool untrusted;           /* open its images as hostile (SPEC §8) */
+    struct job_strv allow_backing; /* resolved paths */
 };
 
 static inline bool job_step_has(const struct job_step *s, enum job_key k)

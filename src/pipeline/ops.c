@@ -918,8 +918,56 @@ static int op_command(struct op_ctx *ctx)
 
 /* ---- before and after every op ---- */
 
+static bool step_cancelled(void *opaque)
+{
+    return op_cancelled(opaque);
+}
+
+/* The backing files an untrusted step may follow (SPEC §8): what some step
+ * of the job makes, and the step's allow_backing.  Borrowed strings. */
+static _Thread_local const char **trusted;
+
+static int untrusted_begin(struct op_ctx *ctx)
+{
+    const struct job *job = ctx->job;
+    const struct job_step *s = ctx->step;
+    size_t n = 0, cap = s->allow_backing.n;
+
+    for (size_t i = 0; i < job->n_steps; i++) {
+        cap += 2 + job->steps[i].outputs.n;
+    }
+    trusted = calloc(cap + 1, sizeof(*trusted));
+    if (!trusted) {
+        return fail(ctx, DF_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < job->n_steps; i++) {
+        const struct job_step *o = &job->steps[i];
+        if (o->image && o->op != JOB_OP_CHECK && o->op != JOB_OP_DIGEST &&
+            o->op != JOB_OP_INFO) {
+            trusted[n++] = o->image;
+        }
+        if (o->to) {
+            trusted[n++] = o->to;
+        }
+        for (size_t j = 0; j < o->outputs.n; j++) {
+            trusted[n++] = o->outputs.v[j];
+        }
+    }
+    for (size_t j = 0; j < s->allow_backing.n; j++) {
+        trusted[n++] = s->allow_backing.v[j];
+    }
+    df_untrusted_begin(trusted, n);
+    return 0;
+}
+
 static int prepare(struct op_ctx *ctx)
 {
+    /* every engine loop on this thread now sees the run's cancel flag,
+     * also those without a progress callback (create, resize, check) */
+    df_cancel_hook(step_cancelled, ctx);
+    if (ctx->step->untrusted && untrusted_begin(ctx) < 0) {
+        return -ctx->err.code;
+    }
     for (size_t i = 0; i < ctx->node->outputs.n; i++) {
         int ret = make_parent_dirs(ctx, ctx->node->outputs.v[i]);
         if (ret < 0) {
@@ -932,6 +980,10 @@ static int prepare(struct op_ctx *ctx)
 /* Describe the files a successful step made or changed. */
 static void describe_outputs(struct op_ctx *ctx, int ret)
 {
+    df_cancel_hook(NULL, NULL);
+    df_untrusted_end();
+    free(trusted);
+    trusted = NULL;
     if (ret < 0) {
         return;
     }

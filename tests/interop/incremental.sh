@@ -23,6 +23,7 @@
 . "$(dirname "$0")/lib.sh"
 need_qemu
 need_jsonschema
+JOBS=$(jobs_copy) # the job files, run from a copy
 
 # reasons FILE: "id=reason" per step of a report (or plan), one per line
 reasons() { rjson "$1" "'\n'.join(s['id']+'='+s['reason'] for s in r['steps'])"; }
@@ -43,14 +44,14 @@ integrity() { # integrity DB: PRAGMA integrity_check
 for job in $(job_files); do
     set_case "$job: second run"
     O=$T_TMP/$job
-    df_ok run "$T_SRC/jobs/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.1.json" || continue
+    df_ok run "$JOBS/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.1.json" || continue
     report_ok "$O.1.json"
     expect_eq "first run: every step never-run" \
         "$(rjson "$O.1.json" "sorted(set(s['reason'] for s in r['steps']))")" "['never-run']"
-    df_ok plan "$T_SRC/jobs/$job.yaml" --format json --set out="$O" --state "$O.db"
+    df_ok plan "$JOBS/$job.yaml" --format json --set out="$O" --state "$O.db"
     expect_eq "plan: every step up to date" \
         "$("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(all(s["up_to_date"] and s["reason"]=="up-to-date" for s in r["steps"]))' "$DF_OUT")" True
-    df_ok run "$T_SRC/jobs/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.2.json"
+    df_ok run "$JOBS/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.2.json"
     report_ok "$O.2.json"
     all_up_to_date "$job" "$O.2.json"
     expect_eq "outputs and results as recorded" \
@@ -58,12 +59,13 @@ for job in $(job_files); do
         "$(rjson "$O.1.json" "[(s['outputs'], s['result']) for s in r['steps']]")"
     expect_eq "store integrity" "$(integrity "$O.db")" ok
 done
-expect_true "no store was written into the source tree" test ! -e "$T_SRC/jobs/.diskforge"
+expect_eq "with --state, no database beside the job files" \
+    "$(find "$JOBS/.diskforge" -name '*.db' 2>/dev/null | wc -l)" 0
 
 # --- 2. sums and the report's sha256 ------------------------------------------
 set_case "sums"
 O=$T_TMP/seed-walkthrough
-df_ok run "$T_SRC/jobs/seed-walkthrough.yaml" --set out="$O" --state "$O.db" \
+df_ok run "$JOBS/seed-walkthrough.yaml" --set out="$O" --state "$O.db" \
     --report "$O.3.json" --sums "$T_TMP/seed.sha256"
 expect_eq "one line per file the job writes" "$(wc -l < "$T_TMP/seed.sha256")" \
     "$(rjson "$O.3.json" "len(set(o['path'] for s in r['steps'] for o in s['outputs']))")"
@@ -76,7 +78,7 @@ expect_eq "report sha256 = the file's (vm2.qcow2)" \
 # --- 3. plan and dry-run write nothing ---------------------------------------
 set_case "plan and dry-run are read-only"
 cd "$T_TMP"
-mkdir ro && cp "$T_SRC/jobs/lab.yaml" ro/lab.yaml
+mkdir ro && cp "$JOBS/lab.yaml" ro/lab.yaml
 df_ok plan ro/lab.yaml --format json --set out=out
 expect_eq "without a store every step is never-run" \
     "$("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sorted(set((s["up_to_date"], s["reason"]) for s in r["steps"])))' "$DF_OUT")" \

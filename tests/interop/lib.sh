@@ -67,6 +67,7 @@ Q_ERR="$T_TMP/.q.err"
 
 t_cleanup() {
     local rc=$?
+    stop_tracked
     if [[ -n "${DF_KEEP_TMP:-}" || $T_FAILS -ne 0 ]] ||
        ((rc != 0 && rc != 77)); then
         echo "($T_NAME: files kept in $T_TMP)" >&2
@@ -75,6 +76,42 @@ t_cleanup() {
     fi
 }
 trap t_cleanup EXIT
+
+# Processes a test leaves running are tracked by PID, never found by name
+# (another copy of the suite may run the same programs at the same time):
+# `T_PIDS+=($!)` after starting one; stop_tracked kills and reaps them all
+# (the exit trap does it too).
+T_PIDS=()
+stop_tracked() {
+    local p
+    for p in "${T_PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${T_PIDS[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    T_PIDS=()
+}
+
+# lock_count FILE BYTE: how many of the locks in /proc/locks cover byte
+# BYTE of FILE (QEMU's image locks: docs/design.md; adjacent bytes of one
+# holder show as one range).  wait_lock FILE BYTE: wait (up to 10 s) until
+# one does; 1 if none came.
+lock_count() {
+    local ino
+    ino=$(stat -c %i "$1")
+    awk -v ino="$ino" -v b="$2" '
+        { n = split($(NF - 2), id, ":") }
+        id[n] == ino && $(NF - 1) <= b + 0 && ($NF == "EOF" || $NF >= b + 0) { c++ }
+        END { print c + 0 }' /proc/locks
+}
+wait_lock() {
+    for _ in $(seq 1 400); do
+        (($(lock_count "$1" "$2") > 0)) && return 0
+        sleep 0.025
+    done
+    return 1
+}
 
 # need_qemu: the interop tests need qemu-img, qemu-io and python3 (for JSON
 # and for making test files).  Without them the test is skipped (77).
@@ -308,6 +345,21 @@ need_jsonschema() {
         { echo "SKIP: $T_NAME: python3-jsonschema missing"; exit 77; }
 }
 # job_files: the jobs in jobs/ this machine can run (golden-image needs mke2fs).
+# jobs_copy: copy jobs/ to $T_TMP/src/jobs (examples/ linked beside it, as
+# the jobs find their inputs there) and print that directory.  Tests run
+# the job files from the copy: a run takes the job's run lock (and state)
+# in .diskforge/ beside the job file, and another copy of this suite may
+# run the same jobs at the same moment.
+jobs_copy() {
+    if [[ ! -d $T_TMP/src/jobs ]]; then
+        mkdir -p "$T_TMP/src"
+        cp -r "$T_SRC/jobs" "$T_TMP/src/jobs"
+        rm -rf "$T_TMP/src/jobs/.diskforge"
+        ln -s "$T_SRC/examples" "$T_TMP/src/examples"
+    fi
+    echo "$T_TMP/src/jobs"
+}
+
 job_files() {
     echo seed-walkthrough lab
     command -v mke2fs >/dev/null && echo golden-image

@@ -12,24 +12,27 @@ need_jsonschema
 step_status() { rjson "$1" "next(s['status'] for s in r['steps'] if s['id']=='$2')"; }
 raw_of() { qemu-img convert -O raw "$1" "$2"; }
 
+# The job files are run from a copy (jobs_copy in lib.sh).
+JOBS=$(jobs_copy)
+
 for job in seed-walkthrough lab golden-image; do
     set_case "$job: validate and plan"
-    df_ok validate "$T_SRC/jobs/$job.yaml" --set out="$T_TMP/$job"
-    df_ok plan "$T_SRC/jobs/$job.yaml" --format dot --set out="$T_TMP/$job"
+    df_ok validate "$JOBS/$job.yaml" --set out="$T_TMP/$job"
+    df_ok plan "$JOBS/$job.yaml" --format dot --set out="$T_TMP/$job"
     if command -v dot >/dev/null; then
         cp "$DF_OUT" "$T_TMP/$job.dot"
         expect_true "dot renders the plan" dot -Tsvg -o "$T_TMP/$job.svg" "$T_TMP/$job.dot"
     else
         expect_true "DOT output is a digraph" grep -q '^digraph ' "$DF_OUT"
     fi
-    df_ok plan "$T_SRC/jobs/$job.yaml" --format json --set out="$T_TMP/$job"
+    df_ok plan "$JOBS/$job.yaml" --format json --set out="$T_TMP/$job"
     expect_true "plan json parses" "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' "$DF_OUT"
 done
 
 # --- seed walk-through --------------------------------------------------------
 set_case "seed-walkthrough: run"
 O=$T_TMP/seed-walkthrough
-df_ok run "$T_SRC/jobs/seed-walkthrough.yaml" -j 2 --set out="$O" --report "$O.json" --state "$O.db"
+df_ok run "$JOBS/seed-walkthrough.yaml" -j 2 --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
 for f in prealloc-off prealloc-metadata prealloc-falloc prealloc-full base vm1 vm2; do
@@ -56,7 +59,7 @@ expect_eq "no temporary files left" "$(find "$O" -name '*.tmp' | wc -l)" 0
 # --- lab ----------------------------------------------------------------------
 set_case "lab: run"
 O=$T_TMP/lab
-df_ok run "$T_SRC/jobs/lab.yaml" -j 4 --set out="$O" --report "$O.json" --state "$O.db"
+df_ok run "$JOBS/lab.yaml" -j 4 --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
 expect_eq "12 students succeeded" \
@@ -75,7 +78,7 @@ q_ok qemu-img compare "$T_TMP/lab-moved/students/student03.qcow2" "$T_TMP/lab-mo
 # --- golden image -------------------------------------------------------------
 set_case "golden-image: run"
 O=$T_TMP/golden-image
-run_df run "$T_SRC/jobs/golden-image.yaml" -j 2 --keep-going --set out="$O" --report "$O.json" --state "$O.db"
+run_df run "$JOBS/golden-image.yaml" -j 2 --keep-going --set out="$O" --report "$O.json" --state "$O.db"
 report_ok "$O.json"
 expect_eq "exit code" "$DF_RC" 0 "$DF_ERR"
 expect_eq "status" "$(rjson "$O.json" "r['status']")" succeeded
@@ -133,7 +136,7 @@ rm -f "$T_TMP/golden.raw" "$T_TMP/web.raw" "$T_TMP/web-root.img" "$T_TMP/esp.img
 
 set_case "golden-image: the same bytes on a second run elsewhere"
 O2=$T_TMP/golden-again
-df_ok run "$T_SRC/jobs/golden-image.yaml" -j 2 --set out="$O2" --report "$O2.json" --state "$O2.db"
+df_ok run "$JOBS/golden-image.yaml" -j 2 --set out="$O2" --report "$O2.json" --state "$O2.db"
 for f in base web db ci golden-dist; do
     expect_eq "$f.qcow2" "$(sha_of "$O2/$f.qcow2")" "$(sha_of "$O/$f.qcow2")"
 done

@@ -19,13 +19,14 @@
 . "$(dirname "$0")/lib.sh"
 need_qemu
 need_jsonschema
+JOBS=$(jobs_copy) # the job files, run from a copy
 
 # --- jobs/ rebuild to the same bytes --------------------------------------------
 for job in $(job_files); do
     set_case "$job"
     O=$T_TMP/$job
-    df_ok run "$T_SRC/jobs/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.1.json" || continue
-    run_df run "$T_SRC/jobs/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.2.json" --expect-reproducible
+    df_ok run "$JOBS/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.1.json" || continue
+    run_df run "$JOBS/$job.yaml" -j 2 --set out="$O" --state "$O.db" --report "$O.2.json" --expect-reproducible
     expect_eq "exit" "$DF_RC" 0 "$DF_ERR"
     report_ok "$O.2.json"
     expect_eq "every step ran, forced, reproducible" \

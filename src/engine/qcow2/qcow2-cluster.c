@@ -1185,14 +1185,8 @@ static int prealloc_data(struct df_image *img, enum df_prealloc mode,
             ret = df_io_write_zeroes(img->fd, cur, data_end - cur, img->path,
                                      err);
         } else {
-            int r = posix_fallocate(img->fd, (off_t)cur,
-                                    (off_t)(data_end - cur));
-            if (r) {
-                errno = r;
-                ret = df_fail_sys(err, "'%s': cannot preallocate %llu bytes",
-                                  img->path,
-                                  (unsigned long long)(data_end - cur));
-            }
+            ret = df_io_fallocate(img->fd, cur, data_end - cur, img->path,
+                                  err);
         }
         if (ret < 0) {
             return ret;

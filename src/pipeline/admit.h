@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * admit.h - space admission (SPEC §8 "Space before work"): before the
+ * first step starts, estimate what each step will write, sum it per file
+ * system and refuse a run that cannot fit.
+ *
+ * Thread-safety: for the thread that starts the run.
+ */
+#ifndef DF_PIPELINE_ADMIT_H
+#define DF_PIPELINE_ADMIT_H
+
+#include <stdint.h>
+
+#include "runner.h"
+
+/*
+ * admit_estimate() - the worst-case new bytes step @i of @dag writes:
+ * create/overlay as `measure` computes them (the whole size with falloc
+ * or full preallocation), convert and copy at their source's allocated
+ * size (a source another step makes: that step's estimate), write at its
+ * file's length, fill at its length (zero fills: 0), resize with
+ * preallocation at the growth, commit at the overlay's allocated size;
+ * 0 for what only reads, edits in place without growing, or runs a
+ * command.  @est holds the estimates of the steps before @i.
+ */
+uint64_t admit_estimate(const struct dag *dag, size_t i, const uint64_t *est);
+
+/*
+ * admit_check() - sum the estimates per file system (st_dev of each
+ * output's nearest existing directory) and compare each sum with the
+ * space free there (statvfs f_bavail).  0 when everything fits; else
+ * -DF_E_NOSPC with @err naming the mount point, the bytes needed and the
+ * bytes free.
+ */
+int admit_check(const struct dag *dag, struct df_error *err);
+
+/*
+ * admit_refused_run() - a finished run in which no step started: every
+ * step `skipped` with @reason, status failed, for the report.  Free it
+ * with run_free().  NULL when out of memory.
+ */
+struct run *admit_refused_run(const struct job *job, const struct dag *dag,
+                              const char *reason);
+
+#endif

@@ -320,7 +320,6 @@ static int run_loaded(struct run_args *a, const struct job *job,
             df_fail(&err, DF_E_NOMEM, "out of memory");
         }
     } else {
-        catch_signals();
         run = job_run(job, dag, &opts, &err);
     }
     progress_end(&prog);
@@ -415,8 +414,16 @@ int cmd_run(int argc, char **argv)
     for (size_t i = 0; a.untrusted && i < job->n_steps; i++) {
         job->steps[i].untrusted = true;
     }
+    /* from here on a signal is ours: a background job starts with SIGINT
+     * ignored, and reading the store and hashing inputs can take a while;
+     * a signal seen by then stops the run before any step starts */
+    catch_signals();
     ret = open_state(&a, dag, &in);
-    if (ret == CLI_OK && a.dry_run) {
+    if (ret == CLI_OK && stop_signal && !a.dry_run) {
+        cli_error("interrupted by %s before any step started",
+                  stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+        ret = CLI_INTERRUPTED;
+    } else if (ret == CLI_OK && a.dry_run) {
         plan_print(dag, incr_reasons(in), PLAN_TEXT, stdout);
     } else if (ret == CLI_OK) {
         ret = run_loaded(&a, job, dag, in);

@@ -213,10 +213,17 @@ int df_commit_to(const char *path, enum df_format fmt, const char *base_name,
     if (base_name && !*base_name) {
         base_name = NULL;
     }
-    /* committing into the immediate backing file reads the overlay's own
-     * clusters only; a base further down is reached through the chain */
-    top = df_image_open(path, fmt, DF_OPEN_RDWR | (base_name ? 0
-                                                   : DF_OPEN_NO_BACKING),
+    /*
+     * Committing into the immediate backing file reads the overlay's own
+     * clusters only; a base further down is reached through the chain.
+     * That chain is opened sharing every permission (as qemu reopens it
+     * for its commit job): the base in it is opened again below, for
+     * writing, and our own read-only handle must not refuse that.  The
+     * top and the base are still locked for writing.
+     */
+    top = df_image_open(path, fmt,
+                        DF_OPEN_RDWR | (base_name ? DF_OPEN_SHARE
+                                                  : DF_OPEN_NO_BACKING),
                         err);
     if (!top) {
         return -err->code;

@@ -96,14 +96,50 @@ static EVP_MD_CTX *sha256_new(void)
     return md;
 }
 
-/* SHA-256 of the bytes of the regular file @path; -1 when unreadable.
- * *@qcow2 (if not NULL) says whether it starts with the qcow2 magic. */
-static int hash_file(const char *path, char hex[65], bool *qcow2)
+/*
+ * Feed @n bytes of @fd from @off to @md.  Returns 0 or -1 (errno set).
+ */
+static int feed_fd(EVP_MD_CTX *md, int fd, unsigned char *buf, uint64_t off,
+                   uint64_t n, bool *qcow2)
+{
+    while (n) {
+        ssize_t r = pread(fd, buf, (size_t)DF_MIN(n, (uint64_t)HASH_CHUNK),
+                          (off_t)off);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return r < 0 ? -1 : 0; /* the file shrank: hash what there is */
+        }
+        if (qcow2 && off == 0) {
+            *qcow2 = r >= 4 && !memcmp(buf, "QFI\xfb", 4);
+        }
+        EVP_DigestUpdate(md, buf, (size_t)r);
+        off += (uint64_t)r;
+        n -= (uint64_t)r;
+    }
+    return 0;
+}
+
+/*
+ * SHA-256 of the file at @path into @hex; -1 if it cannot be read.
+ * *@qcow2 (if not NULL) says whether it starts with the qcow2 magic.
+ *
+ * With @by_extents (the identity of an external input), holes are not
+ * read: the hash covers the file's length and each data extent's offset,
+ * length and bytes (SEEK_DATA/SEEK_HOLE), so a 3 TiB sparse image costs
+ * what its data costs.  The same bytes laid out with other holes get
+ * another identity, which only reruns a step.  Without it (an output's
+ * sha256 in the report and --sums), it is the plain SHA-256 of the bytes.
+ */
+static int hash_file(const char *path, char hex[65], bool *qcow2,
+                     bool by_extents)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     unsigned char *buf;
     EVP_MD_CTX *md;
-    ssize_t n = 0;
+    off_t end, pos = 0;
+    int ret = 0;
 
     if (fd < 0) {
         return -1;
@@ -111,7 +147,8 @@ static int hash_file(const char *path, char hex[65], bool *qcow2)
     atomic_fetch_add(&files_hashed, 1);
     buf = malloc(HASH_CHUNK);
     md = sha256_new();
-    if (!buf || !md) {
+    end = lseek(fd, 0, SEEK_END);
+    if (!buf || !md || end < 0) {
         free(buf);
         EVP_MD_CTX_free(md);
         close(fd);
@@ -121,19 +158,32 @@ static int hash_file(const char *path, char hex[65], bool *qcow2)
     if (qcow2) {
         *qcow2 = false;
     }
-    for (bool first = true; (n = read(fd, buf, HASH_CHUNK)) > 0 ||
-                            (n < 0 && errno == EINTR);) {
-        if (n > 0) {
-            if (first && qcow2) {
-                *qcow2 = n >= 4 && !memcmp(buf, "QFI\xfb", 4);
-            }
-            first = false;
-            EVP_DigestUpdate(md, buf, (size_t)n);
+    if (by_extents) {
+        feed_u64(md, "length", (uint64_t)end);
+    }
+    while (ret == 0 && pos < end) {
+        off_t d = by_extents ? lseek(fd, pos, SEEK_DATA) : pos, h;
+        if (d < 0 && errno == ENXIO) {
+            break; /* a hole to the end */
         }
+        if (d < 0) {
+            d = pos; /* no SEEK_DATA here: all data */
+            by_extents = false;
+        }
+        h = by_extents ? lseek(fd, d, SEEK_HOLE) : end;
+        if (h <= d) {
+            h = end;
+        }
+        if (by_extents) {
+            feed_u64(md, "extent", (uint64_t)d);
+            feed_u64(md, "extent-length", (uint64_t)(h - d));
+        }
+        ret = feed_fd(md, fd, buf, (uint64_t)d, (uint64_t)(h - d), qcow2);
+        pos = h;
     }
     free(buf);
     close(fd);
-    if (n < 0) {
+    if (ret < 0) {
         EVP_MD_CTX_free(md);
         return -1;
     }
@@ -449,7 +499,7 @@ static int file_identity(struct incr *in, const char *path, const char *key,
         }
         free(cached.backing);
     }
-    if (hash_file(path, hex, &qcow2) < 0) {
+    if (hash_file(path, hex, &qcow2, true) < 0) {
         return -1;
     }
     if (qcow2) {
@@ -1245,7 +1295,7 @@ static void hook_after(void *opaque, struct run_step *rs)
         c->exists = true;
         c->sha256[0] = '\0';
         if (S_ISREG(sb.st_mode) &&
-            hash_file(n->outputs.v[k], c->sha256, NULL) < 0) {
+            hash_file(n->outputs.v[k], c->sha256, NULL, false) < 0) {
             c->sha256[0] = '\0';
         }
         /* the stat taken before the read: reading changes no field */

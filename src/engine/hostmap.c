@@ -13,8 +13,9 @@
  * Our own writes keep the map true: a write (of data or of zeros) marks
  * its range as data.  That is conservative for zero writes (a punched
  * range may now be a hole), which is safe: "data" only means "read it",
- * and reading a hole gives zeros.  A change of the file's length forgets
- * the map; the next question walks the file again.
+ * and reading a hole gives zeros.  Cutting the file short (a shrink)
+ * forgets the map, so data past the cut is not claimed again should the
+ * file grow back; the next question walks the file again.
  *
  * Locking: the map has its own mutex, taken briefly; callers may hold the
  * image lock (lock order: image lock, then map lock).
@@ -30,7 +31,6 @@ struct df_hostmap {
     pthread_mutex_t mu;
     bool built;
     bool no_seek;     /* the file system does not answer SEEK_DATA */
-    uint64_t end;     /* file length when the map was built */
     uint64_t *ext;    /* pairs: [start, end) of each data extent, sorted */
     size_t n, cap;    /* extents used / allocated */
 };
@@ -78,7 +78,6 @@ static int build(struct df_hostmap *m, int fd, const char *path,
         return df_fail_errno(err, DF_E_IO, "'%s': cannot get size", path);
     }
     m->n = 0;
-    m->end = (uint64_t)end;
     m->no_seek = false;
     while (pos < end) {
         off_t d = lseek(fd, pos, SEEK_DATA), h;
@@ -163,9 +162,6 @@ void df_hostmap_note_write(struct df_hostmap *m, uint64_t off, uint64_t len)
     pthread_mutex_lock(&m->mu);
     if (!m->built || m->no_seek) {
         goto out;
-    }
-    if (end > m->end) {
-        m->end = end;
     }
     /* extents [i, j) touch [off, end): merge them with it */
     i = first_after(m, off ? off - 1 : 0);

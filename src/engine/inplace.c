@@ -50,6 +50,9 @@ static int resize_raw(struct df_image *img, uint64_t size,
         return df_fail_sys(err, "'%s': cannot resize to %llu bytes",
                            img->path, (unsigned long long)size);
     }
+    if (size < old) {
+        df_hostmap_forget(img->hostmap); /* its tail is gone */
+    }
     if (size > old && prealloc == DF_PREALLOC_FULL) {
         return df_io_write_zeroes(img->fd, old, size - old, img->path, err);
     }

@@ -96,7 +96,7 @@ int df_io_file_size(int fd, uint64_t *size, const char *path,
  *   df_hostmap_lookup(): is host offset @off data, and for how many bytes
  *     (at most @len) does that hold?  Past the end of the file: a hole.
  *   df_hostmap_note_write(): we wrote data at [@off, @off + @len).
- *   df_hostmap_forget(): the file changed in ways not noted; walk again.
+ *   df_hostmap_forget(): the file was cut short; walk it again.
  * Thread-safe.  Zero writes and punched holes need not be noted: a range
  * the map calls data is only read, and a hole reads as zeros.
  */

@@ -1367,6 +1367,7 @@ static int flush_and_trim(struct df_image *img, struct df_error *err)
             ret = df_fail_sys(err, "'%s': cannot shorten the file", img->path);
         } else if (end < s->file_size) {
             s->file_size = end;
+            df_hostmap_forget(img->hostmap); /* its tail is gone */
         }
     }
     return ret;

@@ -350,21 +350,8 @@ END_TEST
 
 /* ---- round trips on images ---- */
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/df-unit-gpt-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void teardown(void)
-{
-    char cmd[128];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    ck_assert_int_eq(system(cmd), 0);
-}
+#define UNIT_TMPDIR_NAME "gpt"
+#include "unit-tmpdir.h"
 
 static struct df_image *new_image(const char *name, enum df_format fmt,
                                   uint64_t size)
@@ -372,9 +359,8 @@ static struct df_image *new_image(const char *name, enum df_format fmt,
     struct df_create_opts o;
     struct df_error err = { 0 };
     struct df_image *img;
-    char path[128];
+    const char *path = path_in(name);
 
-    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
     df_create_opts_init(&o);
     o.format = fmt;
     o.size = size;
@@ -437,7 +423,7 @@ static void damaged(void (*damage)(int fd), enum df_gpt_state want_state,
     struct df_gpt_want w[] = { { 0, true } };
     struct df_gpt_status st;
     struct df_error err = { 0 };
-    char path[128];
+    const char *path;
     int fd;
 
     ck_assert_int_eq(df_gpt_layout(g, 64 * MiB, w, NULL, 1, &err), 0);
@@ -445,7 +431,7 @@ static void damaged(void (*damage)(int fd), enum df_gpt_state want_state,
     strcpy(g->parts[0].name, "data");
     ck_assert_int_eq(df_gpt_write(img, g, &err), 0);
     df_image_close(img, NULL);
-    snprintf(path, sizeof(path), "%s/bad.img", tmpdir);
+    path = path_in("bad.img");
     fd = open(path, O_RDWR);
     ck_assert_int_ge(fd, 0);
     damage(fd);
@@ -580,10 +566,10 @@ START_TEST(write_failure_changes_nothing)
     struct df_gpt_want w[] = { { 0, true } };
     struct df_gpt_status st;
     struct df_error err = { 0 };
-    char path[128];
+    const char *path;
 
     df_image_close(img, NULL);
-    snprintf(path, sizeof(path), "%s/ro.img", tmpdir);
+    path = path_in("ro.img");
     img = df_image_open(path, DF_FMT_RAW, 0, &err);
     ck_assert_int_eq(df_gpt_layout(g, 64 * MiB, w, NULL, 1, &err), 0);
     df_gpt_type_parse("linux", &g->parts[0].type);

@@ -37,28 +37,8 @@
 #include "internal.h"
 #include "runlock.h"
 
-static char dir[] = "/tmp/df-test-locks.XXXXXX";
-
-static void setup(void)
-{
-    ck_assert_ptr_nonnull(mkdtemp(strcpy(dir, "/tmp/df-test-locks.XXXXXX")));
-}
-
-static void teardown(void)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static char *path_in(const char *name)
-{
-    static _Thread_local char buf[4][512];
-    static _Thread_local int i;
-    char *p = buf[i++ % 4];
-    snprintf(p, sizeof(buf[0]), "%s/%s", dir, name);
-    return p;
-}
+#define UNIT_TMPDIR_NAME "locks"
+#include "unit-tmpdir.h"
 
 static void make_image(const char *name, enum df_format fmt)
 {

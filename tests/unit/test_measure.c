@@ -23,27 +23,8 @@
 #define GiB (UINT64_C(1) << 30)
 #define TiB (UINT64_C(1) << 40)
 
-static char dir[64];
-
-static void setup(void)
-{
-    snprintf(dir, sizeof(dir), "/tmp/df-unit-measure-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-}
-
-static void teardown(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static const char *path_in(const char *name)
-{
-    static char p[128];
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    return p;
-}
+#define UNIT_TMPDIR_NAME "measure"
+#include "unit-tmpdir.h"
 
 /* ---- empty images of a size ---- */
 

@@ -15,27 +15,8 @@
 
 #include "qcow2/qcow2.h"
 
-static char dir[256];
-
-static void setup(void)
-{
-    snprintf(dir, sizeof(dir), "/tmp/df-unit-qcow2-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-}
-
-static void teardown(void)
-{
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static const char *path_in(const char *name)
-{
-    static char p[300];
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    return p;
-}
+#define UNIT_TMPDIR_NAME "qcow2"
+#include "unit-tmpdir.h"
 
 /* ---- header ---- */
 

@@ -202,6 +202,37 @@ int qcow2_validate_header(const struct qcow2_header *h, uint64_t file_size,
 }
 
 /* Walk the header extensions in @c0 (cluster 0) from @start to @end. */
+/*
+ * Before writing: the L1 and refcount tables must lie inside the file.  An
+ * image whose header puts one past the end (only a damaged or crafted one
+ * does) would have its next metadata update written there, growing the
+ * file to wherever the header points (terabytes) for the next check to
+ * walk.  `check -r all` rebuilds the refcount table inside the file.
+ */
+static int tables_in_file(struct df_image *img, struct df_error *err)
+{
+    const struct qcow2_state *s = qcow2_state(img);
+    uint64_t l1_end = s->h.l1_table_offset + (uint64_t)s->h.l1_size * 8;
+    uint64_t rt_end = s->h.refcount_table_offset +
+                      (uint64_t)s->h.refcount_table_clusters * s->cluster_size;
+
+    if (s->h.l1_size && l1_end > s->file_size) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': the L1 table at 0x%llx "
+                       "lies beyond the end of the file (%llu bytes); cannot "
+                       "write the image", img->path,
+                       (unsigned long long)s->h.l1_table_offset,
+                       (unsigned long long)s->file_size);
+    }
+    if (rt_end > s->file_size) {
+        return df_fail(err, DF_E_CORRUPT, "'%s': the refcount table at 0x%llx "
+                       "lies beyond the end of the file (%llu bytes); repair "
+                       "it with 'check -r all' before writing", img->path,
+                       (unsigned long long)s->h.refcount_table_offset,
+                       (unsigned long long)s->file_size);
+    }
+    return 0;
+}
+
 static int read_extensions(struct df_image *img, const unsigned char *c0,
                            uint64_t start, uint64_t end, struct df_error *err)
 {
@@ -380,6 +411,10 @@ static int qcow2_open(struct df_image *img, unsigned flags,
         if (s->h.nb_snapshots) {
             ret = df_fail(err, DF_E_UNSUPPORTED, "'%s': writing images with "
                           "internal snapshots is not supported", img->path);
+            goto fail;
+        }
+        ret = tables_in_file(img, err);
+        if (ret < 0) {
             goto fail;
         }
     }

@@ -774,6 +774,13 @@ static int get_partitions(struct reader *r, yaml_node_t *n,
                  DF_GPT_ENTRIES);
         return -1;
     }
+    /* a second 'partitions' key (an error reported elsewhere) replaces
+     * the first, as other keys do */
+    for (size_t i = 0; i < s->n_parts; i++) {
+        free(s->parts[i].name);
+    }
+    free(s->parts);
+    s->n_parts = 0;
     s->parts = calloc(count + 1, sizeof(*s->parts));
     if (!s->parts) {
         error_at(r, n, "out of memory");

@@ -116,6 +116,11 @@ for i in range(1, 9):
         ["*a" if i == 1 else "*b%d" % (i - 1)] * 10)))
 laughs += ["steps:", "  - id: s", "    op: info", "    image: *b8"]
 seeds["laughs.yaml"] = laughs
+# found by the fuzzer: a second 'partitions' key leaked the first list
+seeds["dup-partitions.yaml"] = [
+    "version: 1", "name: d", "steps:", "  - id: p", "    op: partition",
+    "    image: d.raw", "    partitions:", "      - {name: a, type: esp, size: 1M}",
+    "    partitions:", "      - {name: b, type: linux, size: rest}"]
 for name, lines in seeds.items():
     with open(os.path.join(dst, name), "w") as f:
         f.write("\n".join(lines))

@@ -26,6 +26,9 @@
 #include "internal.h"
 #include "output.h"
 
+/* The block a new qcow2 target's clusters are written in (see fine). */
+#define FINE_BLOCK 4096u
+
 /* Largest -S value qemu-img 7.2 accepts. */
 #define MAX_SPARSE_SIZE (16u << 20)
 
@@ -38,6 +41,10 @@ struct convert {
     uint64_t granule;      /* zero-detection unit; 0: write everything */
     bool whole_granules;   /* a granule is the unit the target allocates
                             * (a qcow2 cluster): write whole ones */
+    uint64_t fine;         /* a new qcow2 target, whose fresh clusters read
+                            * zeros without being written: write only the
+                            * non-zero blocks of this size; 0: whole
+                            * granules */
     unsigned char *buf[2];  /* the two windows' bytes */
     struct df_workers *workers; /* read windows on every usable CPU */
     EVP_MD_CTX *hash;       /* the guest bytes' SHA-256, or NULL */
@@ -346,7 +353,8 @@ static int write_sparse(struct convert *c, const unsigned char *buf,
     if (!c->granule) {
         return df_image_pwrite(c->dst, buf, len, off, err);
     }
-    return df_write_nonzero(buf, len, off, c->granule, write_target, c, err);
+    return df_write_nonzero(buf, len, off, c->fine ? c->fine : c->granule,
+                            write_target, c, err);
 }
 
 /*
@@ -476,7 +484,8 @@ static int write_window(struct convert *c, const struct window *w,
     ret = c->base ? write_over_base(c, w->buf, w->len, w->start, err)
          : may_skip && c->o->no_create ? write_diff(c, w->buf, w->len,
                                                     w->start, err)
-         : may_skip && !c->whole_granules ? write_runs(c, w, w->start, err)
+         : may_skip && (!c->whole_granules || c->fine)
+             ? write_runs(c, w, w->start, err)
          : write_sparse(c, w->buf, w->len, w->start, err);
     if (ret == 0 && c->hash) {
         ret = hash_guest(c, w->buf, w->len, err);
@@ -559,6 +568,18 @@ static int convert_open(struct convert *c, uint64_t cluster_size,
         /* qcow2 allocates whole clusters: judge whole clusters */
         c->granule = DF_MAX(c->granule, cluster_size);
         c->whole_granules = true;
+    }
+    /*
+     * A new qcow2 image without a backing file: a cluster holds data
+     * exactly when some byte of it does, as with whole granules, but
+     * only its non-zero blocks are written; the engine leaves the rest of
+     * a fresh cluster unwritten, and it reads as zeros.  Same bytes in
+     * the file, less to write (a guest's 4 KiB writes in 64 KiB
+     * clusters).
+     */
+    if (c->whole_granules && !c->base && !c->o->no_create &&
+        c->granule == cluster_size && cluster_size > FINE_BLOCK) {
+        c->fine = FINE_BLOCK;
     }
     c->buf_size = (size_t)DF_MAX((uint64_t)DF_CHUNK, c->granule);
     c->buf[0] = malloc(c->buf_size);

@@ -410,6 +410,7 @@ map_sig() {
     qemu-img map -f "$2" --output=json "$1" | "$PY" -c '
 import json, sys
 start_at = int(sys.argv[1])
+fold = sys.argv[2] == "clusters"
 runs = []
 for e in json.load(sys.stdin):
     s, n = e["start"], e["length"]
@@ -417,26 +418,32 @@ for e in json.load(sys.stdin):
         continue
     if s < start_at:
         s, n = start_at, s + n - start_at
-    k = (e["present"], e["data"], e["zero"])
+    # fold: a data cluster reads zeros where its host file has a hole
+    # (qemu-img map probes the host file of a sparse qcow2); compare which
+    # clusters are allocated, not where their host blocks are
+    k = (e["present"], e["data"], e["zero"] and not (fold and e["data"]))
     if runs and runs[-1][2] == k and runs[-1][0] + runs[-1][1] == s:
         runs[-1][1] += n
     else:
         runs.append([s, n, k])
 for s, n, (p, d, z) in runs:
     print(s, n, "present" if p else "-", "data" if d else "-", "zero" if z else "-")
-' "${3:-0}"
+' "${3:-0}" "${4:-}"
 }
 
-# expect_same_map WHAT IMG_A IMG_B FMT: the same map_sig.  For raw files the
-# first 4 KiB are left out: qemu-img writes that block of every raw file it
-# creates (to probe the alignment when it opens the file again), so it is
-# data in qemu's files and a hole in ours.  The bytes there are still
-# compared by the digests.
+# expect_same_map WHAT IMG_A IMG_B FMT [clusters]: the same map_sig.  For
+# raw files the first 4 KiB are left out: qemu-img writes that block of
+# every raw file it creates (to probe the alignment when it opens the file
+# again), so it is data in qemu's files and a hole in ours.  The bytes there
+# are still compared by the digests.  With "clusters" (a new qcow2 from
+# convert), the same clusters must be allocated, but the unwritten zero
+# parts of a data cluster, holes in diskforge's file (docs/design.md), may
+# show as zero.
 expect_same_map() {
     local a="$T_TMP/.map.a" b="$T_TMP/.map.b" from=0
     [[ $4 != raw ]] || from=4096
-    map_sig "$2" "$4" "$from" >"$a" || true
-    map_sig "$3" "$4" "$from" >"$b" || true
+    map_sig "$2" "$4" "$from" "${5:-}" >"$a" || true
+    map_sig "$3" "$4" "$from" "${5:-}" >"$b" || true
     T_CHECKS=$((T_CHECKS + 1))
     if ! cmp -s "$a" "$b"; then
         bad "$1: qemu-img map differs (diskforge's < > qemu's)"

@@ -10,6 +10,7 @@
  * back by qcow2_flush_tables() in a crash-safe order: refcounts, then L2
  * tables, then the L1 table.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -585,10 +586,20 @@ static int write_partial(struct df_image *img, uint64_t host,
     return ret;
 }
 
+/* Does the cluster with entry @e read as zeros to the guest today? */
+static bool old_reads_zero(struct df_image *img, uint64_t e)
+{
+    enum qcow2_cluster_type t = qcow2_entry_type(qcow2_state(img), e);
+
+    return t == QCOW2_CLUSTER_ZERO_PLAIN || t == QCOW2_CLUSTER_ZERO_ALLOC ||
+           (t == QCOW2_CLUSTER_UNALLOCATED && !img->backed);
+}
+
 static int write_locked(struct df_image *img, const unsigned char *buf,
                         size_t len, uint64_t off, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
+    uint64_t fresh_from;
     int ret = check_writable_state(img, err);
 
     while (len && ret == 0) {
@@ -661,6 +672,7 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
             ncl++;
         }
         n = DF_MIN(left, (ncl << s->cluster_bits) - in);
+        fresh_from = s->file_size;
         host = qcow2_alloc_clusters(img, ncl, err);
         if (host < 0) {
             ret = (int)host;
@@ -684,10 +696,17 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
         }
         {
             uint64_t done = 0, h = (uint64_t)host;
+            /* clusters past the file's old end read as zeros already:
+             * when their old content is zeros too, a partial write needs
+             * no zero fill (as a fresh image's scattered guest writes) */
+            bool fill = (uint64_t)host < fresh_from ||
+                        !old_reads_zero(img, slot->table[idx]) ||
+                        !old_reads_zero(img, slot->table[idx + ncl - 1]);
             /* head: partial first cluster */
             if (in || n < s->cluster_size) {
                 uint64_t k = DF_MIN(n, s->cluster_size - in);
-                ret = write_partial(img, h, buf, k, off, true, err);
+                ret = fill ? write_partial(img, h, buf, k, off, true, err)
+                           : write_data(img, buf, k, h + in, err);
                 done = k;
             }
             /* middle: whole clusters straight from the caller's buffer */
@@ -698,12 +717,15 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
             }
             /* tail: partial last cluster */
             if (ret == 0 && done < n) {
-                ret = write_partial(img, h + in + done, buf + done, n - done,
-                                    off + done, true, err);
+                ret = fill ? write_partial(img, h + in + done, buf + done,
+                                           n - done, off + done, true, err)
+                           : write_data(img, buf + done, n - done,
+                                        h + in + done, err);
             }
             if (ret < 0) {
                 break;
             }
+            s->short_file |= !fill;
             note_file_end(s, h + (ncl << s->cluster_bits));
             for (uint64_t k = 0; k < ncl; k++) {
                 uint64_t old = slot->table[idx + k];
@@ -1218,10 +1240,38 @@ int qcow2_preallocate(struct df_image *img, enum df_prealloc mode,
     }
 }
 
+/*
+ * The file ends where its last cluster ends, even when that cluster's
+ * zero tail was never written (see write_locked()).
+ */
+static int extend_short_file(struct df_image *img, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct stat st;
+
+    if (!s->short_file) {
+        return 0;
+    }
+    if (fstat(img->fd, &st) < 0) {
+        return df_fail_sys(err, "'%s': cannot stat", img->path);
+    }
+    if ((uint64_t)st.st_size < s->file_size &&
+        ftruncate(img->fd, (off_t)s->file_size) < 0) {
+        return df_fail_sys(err, "'%s': cannot extend the file to %llu bytes",
+                           img->path, (unsigned long long)s->file_size);
+    }
+    s->short_file = false;
+    return 0;
+}
+
 int qcow2_flush_tables(struct df_image *img, struct df_error *err)
 {
     struct qcow2_state *s = qcow2_state(img);
-    int ret = qcow2_flush_refcounts(img, err);
+    int ret = extend_short_file(img, err);
+
+    if (ret == 0) {
+        ret = qcow2_flush_refcounts(img, err);
+    }
 
     for (unsigned i = 0; ret == 0 && i < s->l2_cache_slots; i++) {
         struct qcow2_l2_slot *slot = &s->l2_cache[i];

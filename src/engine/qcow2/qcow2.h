@@ -105,6 +105,9 @@ struct qcow2_state {
     uint32_t rb_bits;   /* log2(refcounts per refblock) */
     uint64_t rb_entries; /* refcounts per refblock */
     uint64_t file_size;  /* length of the file as we know it */
+    bool short_file;     /* data written into fresh clusters left their
+                          * zero tail unwritten: the file may be shorter
+                          * than file_size until the next flush */
 
     uint64_t *l1;        /* host byte order; l1_size entries */
     uint32_t l1_size;

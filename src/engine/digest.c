@@ -17,7 +17,7 @@
 /* Read-only, so it is not shared mutable state. */
 static const unsigned char zeros[64 * 1024];
 
-static int hash_zeros(EVP_MD_CTX *ctx, uint64_t len)
+int df_sha256_zeros(EVP_MD_CTX *ctx, uint64_t len)
 {
     while (len) {
         size_t n = (size_t)DF_MIN(len, (uint64_t)sizeof(zeros));
@@ -47,7 +47,7 @@ static int hash_range(struct df_image *img, EVP_MD_CTX *ctx,
         int ret = 0;
 
         if (zero) {
-            ret = hash_zeros(ctx, n);
+            ret = df_sha256_zeros(ctx, n);
         } else {
             ret = df_image_pread(img, buf, n, off, err);
             if (ret < 0) {

@@ -1312,15 +1312,13 @@ static bool step_cancelled(void *opaque)
     return op_cancelled(opaque);
 }
 
-/* The "sha256" the op left on @entry (op_set_digest()), into @hex. */
-static bool digest_given(json_t *entry, char hex[65])
+/* The sha256 the op computed for output @k (op_set_digest()), in @hex. */
+static bool digest_given(const struct op_ctx *ctx, size_t k, char hex[65])
 {
-    const char *v = json_string_value(json_object_get(entry, "sha256"));
-
-    if (!v || strlen(v) != 64) {
+    if (!ctx->digests || !ctx->digests[k].has_sha256) {
         return false;
     }
-    memcpy(hex, v, 65);
+    hex_of(ctx->digests[k].sha256, hex);
     return true;
 }
 
@@ -1351,7 +1349,7 @@ static void hook_after(void *opaque, struct run_step *rs)
         }
         c->exists = true;
         c->sha256[0] = '\0';
-        if (S_ISREG(sb.st_mode) && !digest_given(entry, c->sha256) &&
+        if (S_ISREG(sb.st_mode) && !digest_given(&rs->ctx, k, c->sha256) &&
             hash_file(n->outputs.v[k], c->sha256, NULL, false, &stop) < 0) {
             c->sha256[0] = '\0';
             if (op_cancelled(&rs->ctx)) {

@@ -235,9 +235,9 @@ struct df_copy_opts {
                                  * the copy's bytes, holes as zeros,
                                  * computed while copying, so the copy is
                                  * never read back; NULL: not computed.
-                                 * Asking for it copies with read() and
-                                 * write() instead of copy_file_range()
-                                 * (no extents shared with the source) */
+                                 * It costs a read of the source's data
+                                 * into memory (copy_file_range() alone
+                                 * would not bring it there) */
 };
 
 DF_API void df_copy_opts_init(struct df_copy_opts *o);

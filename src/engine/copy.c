@@ -22,9 +22,10 @@
  *
  * With a digest asked for (df_copy_with(), o->sha256), the SHA-256 of the
  * copy's bytes is computed as they are written, in file order, so that
- * the copy is never read back: data read and written with read()/write()
- * (copy_file_range() is not used then: its bytes never reach us) is hashed
- * from the buffer; holes, kept or written as zeros, are hashed from a
+ * the copy is never read back: data copied as it is is read and hashed a
+ * chunk at a time, then that chunk is copied with copy_file_range() (from
+ * the page cache; extents are still shared where the file system can) or
+ * written from the buffer; holes, kept or written as zeros, are hashed from a
  * constant zero buffer (df_sha256_zeros()); where worker threads scan for
  * zeros, they read each batch into one buffer at its offset, and the
  * caller hashes the batch in order once they are done.
@@ -199,10 +200,46 @@ static int read_write(struct copy *c, uint64_t off, size_t n,
 {
     int ret = df_io_pread(c->in, c->buf, n, off, c->src, err);
 
+    return ret < 0 ? ret : df_io_pwrite(c->out, c->buf, n, off, c->tmp, err);
+}
+
+/*
+ * A step of a hashed copy: read the @n bytes at @off and hash them, then
+ * copy those same bytes with copy_file_range() (the second read comes
+ * from the page cache, and a file system that shares extents still
+ * shares them), or write them from the buffer where it cannot be used.
+ */
+static int copy_hashed(struct copy *c, uint64_t off, size_t n,
+                       struct df_error *err)
+{
+    int ret = df_io_pread(c->in, c->buf, n, off, c->src, err);
+    size_t done = 0;
+
     if (ret == 0) {
         ret = hash_bytes(c, c->buf, n, err);
     }
-    return ret < 0 ? ret : df_io_pwrite(c->out, c->buf, n, off, c->tmp, err);
+    while (ret == 0 && done < n && !c->plain_io) {
+        loff_t in = (loff_t)(off + done), out = (loff_t)(off + done);
+        ssize_t r = copy_file_range(c->in, &in, c->out, &out, n - done, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0 && !copy_range_unusable(errno)) {
+            return df_fail_sys(err, "'%s': cannot copy %zu bytes at offset "
+                               "%llu to '%s'", c->src, n - done,
+                               (unsigned long long)(off + done), c->tmp);
+        }
+        if (r <= 0) {
+            c->plain_io = true; /* the rest from the buffer */
+            break;
+        }
+        done += (size_t)r;
+    }
+    if (ret == 0 && done < n) {
+        ret = df_io_pwrite(c->out, c->buf + done, n - done, off + done,
+                           c->tmp, err);
+    }
+    return ret;
 }
 
 /*
@@ -353,6 +390,9 @@ static int copy_data(struct copy *c, uint64_t off, uint64_t len,
 {
     uint64_t end = off + len;
 
+    if (c->md) {
+        return by_chunks(c, off, len, DF_CHUNK, copy_hashed, err);
+    }
     while (off < end && !c->plain_io) {
         size_t n = (size_t)DF_MIN(end - off, (uint64_t)COPY_STEP);
         loff_t in = (loff_t)off, out = (loff_t)off;
@@ -571,8 +611,6 @@ int df_copy_with(const char *src, const char *dst,
     }
     c.tmp = tmp;
     if (o->sha256) {
-        /* copy_file_range() moves bytes we would not see */
-        c.plain_io = true;
         c.md = EVP_MD_CTX_new();
         if (!c.md || !EVP_DigestInit_ex(c.md, EVP_sha256(), NULL)) {
             ret = df_fail(err, DF_E_NOMEM, "'%s': cannot start SHA-256",

@@ -432,12 +432,9 @@ static int open_state(const struct run_args *a, const struct dag *dag,
     o.window_ns = INCR_DISTRUST_NS;
     o.stop = should_stop;
     if (incr_open(dag, &o, in, &err) < 0) {
-        if (err.code == DF_E_CANCELED) {
-            cli_error("%s", err.msg);
-            return CLI_INTERRUPTED; /* the run says so in its report */
-        }
         cli_error("%s", err.msg);
-        return CLI_FAIL;
+        /* interrupted: the run still writes its report, saying so */
+        return err.code == DF_E_CANCELED ? CLI_INTERRUPTED : CLI_FAIL;
     }
     return CLI_OK;
 }

@@ -34,6 +34,8 @@ typedef int (*df_progress_fn)(void *opaque, uint64_t done, uint64_t total);
  */
 DF_API void df_cancel_hook(bool (*fn)(void *opaque), void *opaque);
 
+#define DF_SHA256_LEN 32
+
 struct df_convert_opts {
     enum df_format src_format;    /* DF_FMT_AUTO probes */
     struct df_create_opts target; /* format, cluster size, compat, ...;
@@ -49,6 +51,10 @@ struct df_convert_opts {
                                    * atomic; target's other fields unused */
     bool force_share;             /* -U: open the source sharing every
                                    * permission (DF_OPEN_SHARE) */
+    unsigned char *guest_sha256;  /* out, or NULL: the SHA-256 of every
+                                   * guest-visible byte (what df_digest()
+                                   * gives), taken while converting;
+                                   * DF_SHA256_LEN bytes, set on success */
     df_progress_fn progress;
     void *progress_opaque;
 };
@@ -65,8 +71,6 @@ DF_API void df_convert_opts_init(struct df_convert_opts *o);
  */
 DF_API int df_convert(const char *src, const char *dst,
                       const struct df_convert_opts *o, struct df_error *err);
-
-#define DF_SHA256_LEN 32
 
 /** df_digest() - SHA-256 of every guest-visible byte of @img. */
 DF_API int df_digest(struct df_image *img, unsigned char out[DF_SHA256_LEN],

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "internal.h"
 
 #define MAX_THREADS 16
@@ -114,10 +116,15 @@ static int write_batch(struct pool *p, struct df_image *dst, uint64_t off,
     return ret;
 }
 
+static int hash_failed(const char *dst_name, struct df_error *err)
+{
+    return df_fail(err, DF_E_IO, "'%s': SHA-256 update failed", dst_name);
+}
+
 int df_convert_compressed(struct df_image *src, struct df_image *dst,
-                          bool keep_zeros, df_progress_fn progress,
-                          void *opaque, const char *dst_name,
-                          struct df_error *err)
+                          bool keep_zeros, EVP_MD_CTX *hash,
+                          df_progress_fn progress, void *opaque,
+                          const char *dst_name, struct df_error *err)
 {
     struct df_info info;
     struct pool p = { 0 };
@@ -154,7 +161,12 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
         if ((ext.flags & DF_BLOCK_ZERO) && ext.length >= p.cs &&
             !p.keep_zeros) {
             /* whole clusters of zeros: nothing to write */
-            off += ext.length / p.cs * p.cs;
+            uint64_t n = ext.length / p.cs * p.cs;
+            if (hash && df_sha256_zeros(hash, n) < 0) {
+                ret = hash_failed(dst_name, err);
+                break;
+            }
+            off += n;
             if (progress && progress(opaque, off, size)) {
                 ret = df_fail(err, DF_E_CANCELED, "'%s': conversion "
                               "canceled", dst_name);
@@ -163,6 +175,10 @@ int df_convert_compressed(struct df_image *src, struct df_image *dst,
         }
         ret = df_image_pread(src, in, (size_t)len, off, err);
         if (ret < 0) {
+            break;
+        }
+        if (hash && !EVP_DigestUpdate(hash, in, (size_t)len)) {
+            ret = hash_failed(dst_name, err);
             break;
         }
         p.nclusters = (size_t)DF_DIV_ROUND_UP(len, p.cs);

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "internal.h"
 #include "output.h"
 
@@ -36,8 +38,9 @@ struct convert {
     uint64_t granule;      /* zero-detection unit; 0: write everything */
     bool whole_granules;   /* a granule is the unit the target allocates
                             * (a qcow2 cluster): write whole ones */
-    unsigned char *buf;
+    unsigned char *buf[2];  /* the two windows' bytes */
     struct df_workers *workers; /* read windows on every usable CPU */
+    EVP_MD_CTX *hash;       /* the guest bytes' SHA-256, or NULL */
     struct df_image *base; /* the target's backing file (-B), or NULL */
     unsigned char *bbuf;   /* the base's bytes for the current chunk */
     size_t buf_size;       /* >= granule, so a chunk holds whole granules */
@@ -111,14 +114,16 @@ static int check_distinct(const char *src, const char *dst,
     return 0;
 }
 
-/* ---- reading a window of the source on every usable CPU ---- */
+/* ---- reading windows of the source on every usable CPU ---- */
 
 /*
- * A window is filled from a list of source ranges to read (the data the
- * block status found in it); zero ranges are cleared at once.  Pieces are
- * at most MAX_PIECE bytes, so that one big run is read (and, for a
- * compressed source, inflated) by every thread; the threads take pieces
- * in turn from a shared index.
+ * A window is planned on the caller's thread: block status finds the data
+ * in it (a list of source ranges to read) and its zero ranges are cleared
+ * at once.  Its pieces are then read by the workers while the caller
+ * writes the window before it: two windows, each with its buffer, take
+ * turns.  Pieces are at most MAX_PIECE bytes, so that one big run is read
+ * (and, for a compressed source, inflated) by every thread; the threads
+ * take pieces in turn from a shared index.
  */
 #define MAX_PIECE (256u << 10)
 
@@ -129,9 +134,15 @@ struct piece {
 
 struct window {
     struct convert *c;
+    unsigned char *buf;
+    uint64_t zfrom;     /* the zero run before the window starts here */
+    uint64_t start;     /* guest offset of buf[0] */
+    size_t len;         /* bytes in the window; 0: the image ended */
     struct piece *p;
     size_t n, cap;
     uint64_t bytes;     /* in all the pieces */
+    struct df_workers *readers; /* the pool reading it, or NULL */
+    bool posted;        /* reading, not waited for yet */
     atomic_size_t next; /* the next piece to read */
     atomic_int failed;
     pthread_mutex_t mu; /* guards err */
@@ -172,7 +183,7 @@ static void read_pieces(void *arg, unsigned t)
            (i = atomic_fetch_add(&w->next, 1)) < w->n) {
         struct df_error e = { 0 };
         const struct piece *p = &w->p[i];
-        if (df_image_pread(c->src, c->buf + p->at, p->len, p->off, &e) < 0 &&
+        if (df_image_pread(c->src, w->buf + p->at, p->len, p->off, &e) < 0 &&
             !atomic_exchange(&w->failed, 1)) {
             pthread_mutex_lock(&w->mu);
             w->err = e;
@@ -182,23 +193,19 @@ static void read_pieces(void *arg, unsigned t)
 }
 
 /*
- * Fill c->buf with the source's bytes from @off, at most @max bytes, and
- * return in *@len how many it holds.  With @may_skip (output already reads
- * zeros where nothing is written), the window ends where a zero run
- * covers a whole granule: the caller skips that run without reading or
- * writing it.  Windows start and end on granule boundaries (but at the
- * image's end), so small extents that share an output cluster go out in
- * one write.
+ * Plan the window at @start, at most @max bytes: its data pieces, and its
+ * zero ranges cleared.  With @may_skip (output already reads zeros where
+ * nothing is written), the window ends where a zero run covers a whole
+ * granule: the next window skips that run without reading or writing it.
+ * Windows start and end on granule boundaries (but at the image's end),
+ * so small extents that share an output cluster go out in one write.
  */
-static int fill_window(struct convert *c, struct window *w, uint64_t off,
-                       size_t max, bool may_skip, size_t *len,
-                       struct df_error *err)
+static int plan_pieces(struct convert *c, struct window *w, uint64_t start,
+                       size_t max, bool may_skip, struct df_error *err)
 {
-    uint64_t pos = off, end = off + max;
+    uint64_t pos = start, end = start + max;
     int ret = 0;
 
-    w->n = 0;
-    w->bytes = 0;
     while (pos < end && ret == 0) {
         struct df_extent ext;
         uint64_t n;
@@ -222,28 +229,92 @@ static int fill_window(struct convert *c, struct window *w, uint64_t off,
                 end = pos;
                 break;
             }
-            memset(c->buf + (pos - off), 0, (size_t)n);
+            memset(w->buf + (pos - start), 0, (size_t)n);
         } else {
-            ret = add_piece(w, pos, (size_t)(pos - off), (size_t)n, err);
+            ret = add_piece(w, pos, (size_t)(pos - start), (size_t)n, err);
             w->bytes += n;
         }
         pos += n;
     }
-    if (ret == 0 && w->n) {
-        atomic_store(&w->next, 0);
-        atomic_store(&w->failed, 0);
-        /* waking the workers costs more than a few small reads */
-        df_workers_run(w->bytes >= 2 * MAX_PIECE ? c->workers : NULL,
-                       read_pieces, w);
-        if (atomic_load(&w->failed)) {
-            if (err) {
-                *err = w->err;
-            }
-            ret = -w->err.code;
-        }
-    }
-    *len = (size_t)(end - off);
+    w->len = (size_t)(end - start);
     return ret;
+}
+
+/*
+ * Plan the next window from guest @off: where the output already reads as
+ * zeros, first pass over the zero runs there (the window's zfrom..start),
+ * then plan the window from the granule of the first data.  A window of
+ * length 0 means the image ends in that zero run.
+ */
+static int plan_window(struct convert *c, struct window *w, uint64_t off,
+                       bool may_skip, struct df_error *err)
+{
+    int ret;
+
+    w->zfrom = w->start = off;
+    w->len = 0;
+    w->n = 0;
+    w->bytes = 0;
+    while (may_skip && off < c->size) {
+        struct df_extent ext;
+        ret = df_image_block_status(c->src, off, c->size - off, true, &ext,
+                                    err);
+        if (ret < 0) {
+            return ret;
+        }
+        if (!(ext.flags & DF_BLOCK_ZERO) || !ext.length) {
+            break;
+        }
+        off += DF_MIN(ext.length, c->size - off);
+    }
+    if (off >= c->size) {
+        w->start = c->size;
+        return 0;
+    }
+    /* the window holds the whole granule of its first data */
+    w->start = may_skip ? off / c->granule * c->granule : off;
+    ret = plan_pieces(c, w, w->start,
+                      (size_t)DF_MIN((uint64_t)c->buf_size,
+                                     c->size - w->start),
+                      may_skip, err);
+    if (ret == 0 && w->len == 0) {
+        /* cannot happen (off is data): never loop without progress */
+        ret = df_fail(err, DF_E_IO, "'%s': block status at offset %llu "
+                      "changed during the conversion",
+                      df_image_path(c->src), (unsigned long long)off);
+    }
+    return ret;
+}
+
+/* Start reading the window's pieces on the workers. */
+static void post_window(struct window *w)
+{
+    if (!w->n) {
+        return;
+    }
+    atomic_store(&w->next, 0);
+    atomic_store(&w->failed, 0);
+    /* waking the workers costs more than a few small reads */
+    w->readers = w->bytes >= 2 * MAX_PIECE ? w->c->workers : NULL;
+    w->posted = true;
+    df_workers_post(w->readers, read_pieces, w);
+}
+
+/* Finish reading the window (the caller reads what is left). */
+static int wait_window(struct window *w, struct df_error *err)
+{
+    if (!w->posted) {
+        return 0;
+    }
+    w->posted = false;
+    df_workers_wait(w->readers, read_pieces, w);
+    if (atomic_load(&w->failed)) {
+        if (err) {
+            *err = w->err;
+        }
+        return -w->err.code;
+    }
+    return 0;
 }
 
 static int report(struct convert *c, uint64_t done, struct df_error *err)
@@ -365,78 +436,113 @@ static int write_runs(struct convert *c, const struct window *w, uint64_t off,
         while (++i < w->n && w->p[i].at == end) {
             end += w->p[i].len;
         }
-        ret = write_sparse(c, c->buf + at, end - at, off + at, err);
+        ret = write_sparse(c, w->buf + at, end - at, off + at, err);
+    }
+    return ret;
+}
+
+/* Add @len guest bytes to the digest: @buf's, or zeros when NULL. */
+static int hash_guest(struct convert *c, const unsigned char *buf,
+                      uint64_t len, struct df_error *err)
+{
+    int ok = buf ? EVP_DigestUpdate(c->hash, buf, (size_t)len)
+                 : df_sha256_zeros(c->hash, len) == 0;
+
+    return ok ? 0 : df_fail(err, DF_E_IO, "'%s': SHA-256 update failed",
+                            c->dst_name);
+}
+
+/*
+ * Write a window that has been read, with the zero run before it: where
+ * the output is an existing image (-n) that run is made to read as zeros;
+ * otherwise it is left alone.
+ */
+static int write_window(struct convert *c, const struct window *w,
+                        bool may_skip, struct df_error *err)
+{
+    uint64_t zlen = w->start - w->zfrom;
+    int ret = 0;
+
+    if (zlen && c->o->no_create) {
+        ret = df_image_write_zeroes(c->dst, w->zfrom, zlen,
+                                    DF_ZERO_MAY_UNMAP, err);
+    }
+    if (ret == 0 && c->hash && zlen) {
+        ret = hash_guest(c, NULL, zlen, err);
+    }
+    if (ret < 0 || !w->len) {
+        return ret;
+    }
+    ret = c->base ? write_over_base(c, w->buf, w->len, w->start, err)
+         : may_skip && c->o->no_create ? write_diff(c, w->buf, w->len,
+                                                    w->start, err)
+         : may_skip && !c->whole_granules ? write_runs(c, w, w->start, err)
+         : write_sparse(c, w->buf, w->len, w->start, err);
+    if (ret == 0 && c->hash) {
+        ret = hash_guest(c, w->buf, w->len, err);
     }
     return ret;
 }
 
 /*
- * Walk the source by block status and copy it window by window.  Where
+ * Walk the source by block status and copy it window by window, reading
+ * the next window on the workers while the caller writes this one.  Where
  * the output already reads as zeros (no -S 0, no -B), runs of zeros are
- * neither read nor written; everything else is read into the window and
+ * neither read nor written; everything else is read into a window and
  * written through the sparse scan (or the comparison with -B).  An
  * existing output (-n) gets zero ranges where the source reads zeros.
  */
 static int copy_image(struct convert *c, struct df_error *err)
 {
     bool may_skip = c->granule && !c->base;
-    struct window w = { .c = c };
-    uint64_t off = 0;
-    int ret = report(c, 0, err);
+    struct window w[2] = { { .c = c, .buf = c->buf[0] },
+                           { .c = c, .buf = c->buf[1] } };
+    unsigned cur = 0;
+    int ret;
 
-    pthread_mutex_init(&w.mu, NULL);
-    while (ret == 0 && off < c->size) {
-        uint64_t start = off;
-        size_t len = 0;
-
-        if (may_skip) {
-            struct df_extent ext;
-            ret = df_image_block_status(c->src, off, c->size - off, true,
-                                        &ext, err);
-            if (ret < 0) {
-                break;
-            }
-            if ((ext.flags & DF_BLOCK_ZERO) && ext.length) {
-                uint64_t n = DF_MIN(ext.length, c->size - off);
-                if (c->o->no_create) {
-                    /* an existing output: make the run read as zeros */
-                    ret = df_image_write_zeroes(c->dst, off, n,
-                                                DF_ZERO_MAY_UNMAP, err);
-                }
-                off += n;
-                if (ret == 0) {
-                    ret = report(c, off, err);
-                }
-                continue;
-            }
-            /* the window holds the whole granule of its first data */
-            start = off / c->granule * c->granule;
-        }
-        ret = fill_window(c, &w, start,
-                          (size_t)DF_MIN((uint64_t)c->buf_size,
-                                         c->size - start),
-                          may_skip, &len, err);
-        if (ret == 0 && len == 0) {
-            /* cannot happen (off is data): never loop without progress */
-            ret = df_fail(err, DF_E_IO, "'%s': block status at offset %llu "
-                          "changed during the conversion",
-                          df_image_path(c->src), (unsigned long long)off);
-        }
-        if (ret == 0) {
-            ret = c->base ? write_over_base(c, c->buf, len, start, err)
-                 : may_skip && c->o->no_create ? write_diff(c, c->buf, len,
-                                                            start, err)
-                 : may_skip && !c->whole_granules ? write_runs(c, &w, start,
-                                                               err)
-                 : write_sparse(c, c->buf, len, start, err);
-        }
-        off = start + len;
-        if (ret == 0) {
-            ret = report(c, off, err);
-        }
+    pthread_mutex_init(&w[0].mu, NULL);
+    pthread_mutex_init(&w[1].mu, NULL);
+    ret = report(c, 0, err);
+    if (ret == 0) {
+        ret = plan_window(c, &w[0], 0, may_skip, err);
     }
-    pthread_mutex_destroy(&w.mu);
-    free(w.p);
+    if (ret == 0) {
+        post_window(&w[0]);
+    }
+    while (ret == 0) {
+        struct window *a = &w[cur], *b = &w[cur ^ 1];
+        uint64_t end = a->start + a->len; /* the image's size when len is 0 */
+        bool more = a->len && end < c->size;
+
+        /* plan the next window while the workers read this one */
+        if (more) {
+            ret = plan_window(c, b, end, may_skip, err);
+        }
+        {
+            int r = wait_window(a, ret < 0 ? NULL : err);
+            ret = ret < 0 ? ret : r;
+        }
+        if (ret < 0) {
+            break;
+        }
+        if (more) {
+            post_window(b);
+        }
+        ret = write_window(c, a, may_skip, err);
+        if (ret == 0) {
+            ret = report(c, end, err);
+        }
+        if (!more) {
+            break;
+        }
+        cur ^= 1;
+    }
+    /* never leave a batch reading into buffers about to be freed */
+    for (unsigned i = 0; i < 2; i++) {
+        wait_window(&w[i], NULL);
+        pthread_mutex_destroy(&w[i].mu);
+        free(w[i].p);
+    }
     return ret;
 }
 
@@ -444,6 +550,8 @@ static int copy_image(struct convert *c, struct df_error *err)
 static int convert_open(struct convert *c, uint64_t cluster_size,
                         struct df_error *err)
 {
+    int ret;
+
     c->base = df_image_backing(c->dst);
     c->workers = df_workers_start(df_usable_cpus());
     c->granule = c->o->sparse_size;
@@ -453,17 +561,30 @@ static int convert_open(struct convert *c, uint64_t cluster_size,
         c->whole_granules = true;
     }
     c->buf_size = (size_t)DF_MAX((uint64_t)DF_CHUNK, c->granule);
-    c->buf = malloc(c->buf_size);
+    c->buf[0] = malloc(c->buf_size);
+    c->buf[1] = malloc(c->buf_size);
     c->bbuf = c->base ? malloc(c->buf_size) : NULL;
-    if (!c->buf || (c->base && !c->bbuf)) {
+    if (!c->buf[0] || !c->buf[1] || (c->base && !c->bbuf)) {
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->dst_name);
     }
-    return c->o->compress
-               ? df_convert_compressed(c->src, c->dst,
-                                       c->o->sparse_size == 0, c->o->progress,
-                                       c->o->progress_opaque, c->dst_name,
-                                       err)
-               : copy_image(c, err);
+    if (c->o->guest_sha256) {
+        c->hash = EVP_MD_CTX_new();
+        if (!c->hash || !EVP_DigestInit_ex(c->hash, EVP_sha256(), NULL)) {
+            return df_fail(err, DF_E_NOMEM, "'%s': cannot start SHA-256",
+                           c->dst_name);
+        }
+    }
+    ret = c->o->compress
+              ? df_convert_compressed(c->src, c->dst, c->o->sparse_size == 0,
+                                      c->hash, c->o->progress,
+                                      c->o->progress_opaque, c->dst_name, err)
+              : copy_image(c, err);
+    if (ret == 0 && c->hash &&
+        !EVP_DigestFinal_ex(c->hash, c->o->guest_sha256, NULL)) {
+        ret = df_fail(err, DF_E_IO, "'%s': cannot finish SHA-256",
+                      c->dst_name);
+    }
+    return ret;
 }
 
 /* Create and open the target at @tmp, then copy the source into it. */
@@ -577,7 +698,9 @@ int df_convert(const char *src, const char *dst,
     }
 out:
     df_workers_stop(c.workers);
-    free(c.buf);
+    EVP_MD_CTX_free(c.hash);
+    free(c.buf[0]);
+    free(c.buf[1]);
     free(c.bbuf);
     free(tmp);
     df_image_close(c.src, NULL);

@@ -269,12 +269,17 @@ int df_qcow2_write_compressed(struct df_image *img, uint64_t off,
 /*
  * The compressed copy of df_convert(): every cluster of @src into the new
  * qcow2 image @dst, compressed on a thread per CPU (convert-compress.c);
- * all-zero clusters are left out unless @keep_zeros (-S 0).
+ * all-zero clusters are left out unless @keep_zeros (-S 0).  @hash, when
+ * not NULL, is fed every guest byte in order.
  */
+struct evp_md_ctx_st; /* OpenSSL's EVP_MD_CTX */
 int df_convert_compressed(struct df_image *src, struct df_image *dst,
-                          bool keep_zeros, df_progress_fn progress,
-                          void *opaque, const char *dst_name,
-                          struct df_error *err);
+                          bool keep_zeros, struct evp_md_ctx_st *hash,
+                          df_progress_fn progress, void *opaque,
+                          const char *dst_name, struct df_error *err);
+
+/* Feed @len zero bytes to a SHA-256 (digest.c).  0, or -1 on failure. */
+int df_sha256_zeros(struct evp_md_ctx_st *ctx, uint64_t len);
 
 /* CPUs this process may use (its affinity mask), at least 1. */
 unsigned df_usable_cpus(void);
@@ -290,6 +295,11 @@ unsigned df_usable_cpus(void);
  *     call returns; return when all the calls have returned.  fn must
  *     share out the work dynamically (an atomic index), since one call
  *     may have to do it all; t is for per-thread resources.
+ *   df_workers_post(), df_workers_wait(): df_workers_run() in two
+ *     halves.  post opens the batch to the workers and returns at once;
+ *     wait (same fn and ctx) runs fn on the caller, then closes the batch
+ *     and waits for the workers in it.  The caller must wait for a batch
+ *     before it posts another, and before it frees what ctx points to.
  *   df_workers_stop(): join and free.  NULL is allowed everywhere.
  */
 struct df_workers;
@@ -297,6 +307,10 @@ struct df_workers *df_workers_start(unsigned n);
 unsigned df_workers_count(const struct df_workers *w);
 void df_workers_run(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
                     void *ctx);
+void df_workers_post(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
+                     void *ctx);
+void df_workers_wait(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
+                     void *ctx);
 void df_workers_stop(struct df_workers *w);
 
 /* Size of the I/O buffers bulk operations use. */

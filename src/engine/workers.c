@@ -12,7 +12,9 @@
  * batch only while it is open; the caller closes it when its own call
  * returns and then waits only for the workers that joined.  So a worker
  * the scheduler has not run yet (the machine is busy) never holds the
- * caller up: it skips the batches it missed.
+ * caller up: it skips the batches it missed.  A batch can also be posted
+ * and joined later (df_workers_post(), then df_workers_wait()), so that
+ * the workers read ahead while the caller writes.
  *
  * Lock order: only w->mu.
  */
@@ -104,12 +106,11 @@ unsigned df_workers_count(const struct df_workers *w)
     return w ? w->n : 1;
 }
 
-void df_workers_run(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
-                    void *ctx)
+void df_workers_post(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
+                     void *ctx)
 {
     if (!w || w->n == 1) {
-        fn(ctx, 0);
-        return;
+        return; /* df_workers_wait() does it all */
     }
     pthread_mutex_lock(&w->mu);
     w->fn = fn;
@@ -118,13 +119,29 @@ void df_workers_run(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
     w->generation++;
     pthread_cond_broadcast(&w->go);
     pthread_mutex_unlock(&w->mu);
+}
+
+void df_workers_wait(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
+                     void *ctx)
+{
+    /* whatever the workers have not taken yet, the caller does */
     fn(ctx, 0);
+    if (!w || w->n == 1) {
+        return;
+    }
     pthread_mutex_lock(&w->mu);
     w->open = false;
     while (w->busy) {
         pthread_cond_wait(&w->done, &w->mu);
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+void df_workers_run(struct df_workers *w, void (*fn)(void *ctx, unsigned t),
+                    void *ctx)
+{
+    df_workers_post(w, fn, ctx);
+    df_workers_wait(w, fn, ctx);
 }
 
 void df_workers_stop(struct df_workers *w)

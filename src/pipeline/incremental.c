@@ -1356,6 +1356,9 @@ static void hook_after(void *opaque, struct run_step *rs)
                 rs->ret = df_fail(&rs->ctx.err, DF_E_CANCELED, "'%s': "
                                   "interrupted while hashing it",
                                   n->outputs.v[k]);
+                /* a failed step lists no outputs */
+                json_decref(rs->ctx.outputs);
+                rs->ctx.outputs = NULL;
                 return;
             }
         }

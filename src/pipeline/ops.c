@@ -240,6 +240,7 @@ static int op_overlay(struct op_ctx *ctx)
 static int op_convert(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
+    unsigned char guest[DF_SHA256_LEN];
     struct df_convert_opts o;
     char *bname = NULL;
     int ret;
@@ -265,8 +266,14 @@ static int op_convert(struct op_ctx *ctx)
     }
     o.progress = op_progress;
     o.progress_opaque = ctx;
+    o.guest_sha256 = guest;
     ret = df_convert(s->from, s->to, &o, &ctx->err);
     free(bname);
+    if (ret == 0) {
+        /* a raw output's file is its guest's bytes */
+        op_set_digest(ctx, s->to, s->format == DF_FMT_RAW ? guest : NULL,
+                      guest);
+    }
     return ret;
 }
 

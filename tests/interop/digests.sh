@@ -2,7 +2,8 @@
 # digests.sh - the digests of a run's outputs (SPEC §5, §6; docs/incremental.md
 # "Digests"):
 #   - every output's report sha256 equals sha256sum of the file, for a job
-#     of copies (each sparse mode, a source with holes and data), raw and
+#     of copies (each sparse mode, a source with holes and data; one whose
+#     data spans several batches of the zero-scanning threads), raw and
 #     qcow2 creates, an in-place fill, and converts;
 #   - guest_sha256 equals sha256 for raw outputs, and for a convert to qcow2
 #     equals the sha256 of `qemu-img convert -O raw` of the output; a qcow2
@@ -36,6 +37,16 @@ with open("src.bin", "wb") as f:
     f.seek(9 << 20)
     f.write(os.urandom((2 << 20) + 123))
 PY
+# a sparse source whose data spans several 32 MiB batches of the threads
+# that scan for zeros, starting off a 128 KiB piece boundary
+"$PY" - <<'PY'
+import os
+with open("wide.bin", "wb") as f:
+    f.seek((1 << 20) + 4096)
+    f.write(os.urandom(72 << 20))
+    f.seek(80 << 20)
+    f.write(b"end")
+PY
 qemu-img create -q -f qcow2 base.qcow2 8M
 qemu-io -f qcow2 -c 'write -P 0x5a 1M 2M' base.qcow2 >/dev/null
 cat > all.yaml <<'YAML'
@@ -44,6 +55,7 @@ steps:
   - {id: cauto, op: copy, from: src.bin, to: out/auto.bin}
   - {id: calways, op: copy, from: src.bin, to: out/always.bin, sparse: always}
   - {id: cnever, op: copy, from: src.bin, to: out/never.bin, sparse: never}
+  - {id: cwide, op: copy, from: wide.bin, to: out/wide.bin, sparse: always}
   - {id: raw, op: create, image: out/r.raw, format: raw, size: 5M}
   - {id: rawfull, op: create, image: out/full.raw, format: raw, size: 3M, preallocation: full}
   - {id: q, op: create, image: out/q.qcow2, format: qcow2, size: 6M}
@@ -53,7 +65,7 @@ steps:
 YAML
 df_ok run all.yaml -j 2 --report all.1.json || fail "the run failed"
 report_ok all.1.json
-for f in out/auto.bin out/always.bin out/never.bin out/full.raw out/q.qcow2 out/c.qcow2 out/c.raw; do
+for f in out/auto.bin out/always.bin out/never.bin out/wide.bin out/full.raw out/q.qcow2 out/c.qcow2 out/c.raw; do
     expect_eq "$f: sha256 = sha256sum" "$(digest_of all.1.json "$f" sha256)" "$(sha_of "$f")"
 done
 # r.raw is written twice: create's digest (zeros) then fill's (read back)

@@ -13,7 +13,8 @@ DF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # state store.
 DF_PACKAGES=(build-essential cmake pkg-config libyaml-dev zlib1g-dev
     libzstd-dev libjansson-dev libssl-dev check qemu-utils python3
-    python3-jsonschema e2fsprogs dosfstools mtools gdisk fdisk libsqlite3-dev)
+    python3-jsonschema e2fsprogs dosfstools mtools gdisk fdisk libsqlite3-dev
+    strace)
 
 df_say() { printf '\n==> %s\n' "$*"; }
 

@@ -231,6 +231,28 @@ DF_API int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
                    df_progress_fn progress, void *opaque,
                    struct df_error *err);
 
+struct df_copy_opts {
+    enum df_sparse_mode mode;   /* default DF_SPARSE_AUTO */
+    df_progress_fn progress;    /* may be NULL */
+    void *progress_opaque;
+    unsigned char *sha256;      /* out (DF_SHA256_LEN bytes): SHA-256 of
+                                 * the copy's bytes, holes as zeros,
+                                 * computed while copying, so the copy is
+                                 * never read back; NULL: not computed.
+                                 * It costs a read of the source's data
+                                 * into memory (copy_file_range() alone
+                                 * would not bring it there) */
+};
+
+DF_API void df_copy_opts_init(struct df_copy_opts *o);
+
+/**
+ * df_copy_with() - df_copy() with its options in @o, and the SHA-256 of
+ * what it wrote (o->sha256), written only on success.
+ */
+DF_API int df_copy_with(const char *src, const char *dst,
+                        const struct df_copy_opts *o, struct df_error *err);
+
 /* One range of an image as `qemu-img map` describes it. */
 struct df_map_extent {
     uint64_t start;

@@ -215,12 +215,14 @@ static void print_summary(FILE *out, const struct run *run,
 }
 
 /* Remove the temporaries that runs killed earlier left, and say so. */
-static void report_stale_temps(const struct dag *dag, const char *report)
+static void report_stale_temps(const struct dag *dag, const char *report,
+                               struct stale_temps *stale)
 {
     struct stale_temps st;
     char human[32];
 
     runlock_clean_temps(dag, report, &st);
+    *stale = st;
     if (st.removed) {
         df_format_size(st.bytes, human, sizeof(human));
         fprintf(stderr, "diskforge: removed %zu stale temporary file%s of "
@@ -264,6 +266,39 @@ static void check_reproducible(struct run *run)
     }
 }
 
+/* The run-level "stale_temporaries" of the report (SPEC §8). */
+static void add_stale_temps(json_t *report, const struct stale_temps *st)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "files", json_integer((json_int_t)st->removed));
+    json_object_set_new(o, "bytes", json_integer((json_int_t)st->bytes));
+    json_object_set_new(report, "stale_temporaries", o);
+}
+
+/* Space admission over the steps that will run (@in NULL: all). */
+static int admit(const struct dag *dag, const struct incr *in,
+                 struct df_error *err)
+{
+    bool *skip = calloc(dag->n + 1, sizeof(*skip));
+    int ret;
+
+    if (!skip) {
+        return df_fail(err, DF_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; in && i < dag->n; i++) {
+        skip[i] = incr_up_to_date(in, i);
+    }
+    ret = admit_check(dag, skip, err);
+    free(skip);
+    return ret;
+}
+
+/*
+ * Run the job: @in NULL when a signal stopped the look at the inputs
+ * before anything was decided; the report then says `interrupted`, with
+ * every step skipped, and nothing is recorded.
+ */
 static int run_loaded(struct run_args *a, const struct job *job,
                       const struct dag *dag, struct incr *in)
 {
@@ -275,6 +310,7 @@ static int run_loaded(struct run_args *a, const struct job *job,
     struct run_opts opts = { 0 };
     struct df_error err = { 0 };
     char *report_path = NULL;
+    struct stale_temps stale;
     struct runlock *lock;
     struct run *run;
     json_t *report;
@@ -292,13 +328,13 @@ static int run_loaded(struct run_args *a, const struct job *job,
         free(report_path);
         return cli_fail(&err);
     }
-    report_stale_temps(dag, report_path);
+    report_stale_temps(dag, report_path, &stale);
     progress_init(&prog, &ob, human, isatty(fileno(human)));
     opts.threads = a->threads;
     opts.keep_going = a->keep_going;
     opts.observer = &ob;
     opts.should_stop = should_stop;
-    opts.hooks = incr_hooks(in);
+    opts.hooks = in ? incr_hooks(in) : NULL;
     if (a->events) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         if (events_open(&ev, a->events, &ob, dag->n, &err) < 0) {
@@ -311,10 +347,17 @@ static int run_loaded(struct run_args *a, const struct job *job,
                                               : (unsigned)(cpus > 0 ? cpus
                                                                     : 1));
     }
-    if (!a->no_space_check && admit_check(dag, &err) < 0) {
+    if (!in) {
+        run = run_not_started(job, dag, RUN_INTERRUPTED, "not started: the "
+                              "run was interrupted");
+        if (!run) {
+            df_fail(&err, DF_E_NOMEM, "out of memory");
+        }
+    } else if (!stop_signal && !a->no_space_check &&
+               admit(dag, in, &err) < 0) {
         /* refused before anything started: every step skipped */
         cli_error("%s", err.msg);
-        run = admit_refused_run(job, dag, err.msg);
+        run = run_not_started(job, dag, RUN_FAILED, err.msg);
         df_error_clear(&err);
         if (!run) {
             df_fail(&err, DF_E_NOMEM, "out of memory");
@@ -337,17 +380,20 @@ static int run_loaded(struct run_args *a, const struct job *job,
         events_close(&ev);
     }
     report = report_build(run);
+    if (report) {
+        add_stale_temps(report, &stale);
+    }
     ret = report ? report_write(report, report_path, &err) : -DF_E_NOMEM;
     json_decref(report);
     print_summary(human, run, ret == 0 ? report_path : NULL);
     if (ret < 0) {
         cli_error("%s", err.code ? err.msg : "cannot build the report");
     }
-    if (incr_store_error(in)) {
+    if (in && incr_store_error(in)) {
         cli_error("warning: %s (the steps it did not record will run "
                   "again next time)", incr_store_error(in)->msg);
     }
-    if (a->sums && write_sums(a, in, run) != CLI_OK) {
+    if (in && a->sums && write_sums(a, in, run) != CLI_OK) {
         ret = -DF_E_IO;
     }
     ret = run->status == RUN_INTERRUPTED ? CLI_INTERRUPTED
@@ -384,9 +430,11 @@ static int open_state(const struct run_args *a, const struct dag *dag,
     o.rebuild = a->rebuild;
     o.n_rebuild = a->n_rebuild;
     o.window_ns = INCR_DISTRUST_NS;
+    o.stop = should_stop;
     if (incr_open(dag, &o, in, &err) < 0) {
         cli_error("%s", err.msg);
-        return CLI_FAIL;
+        /* interrupted: the run still writes its report, saying so */
+        return err.code == DF_E_CANCELED ? CLI_INTERRUPTED : CLI_FAIL;
     }
     return CLI_OK;
 }
@@ -416,16 +464,17 @@ int cmd_run(int argc, char **argv)
     }
     /* from here on a signal is ours: a background job starts with SIGINT
      * ignored, and reading the store and hashing inputs can take a while;
-     * a signal seen by then stops the run before any step starts */
+     * a signal seen by then stops the hashing, and the run, before any
+     * step starts: the report says `interrupted` (up-to-date steps as
+     * such when the decision was made, the others skipped), exit 130 */
     catch_signals();
     ret = open_state(&a, dag, &in);
-    if (ret == CLI_OK && stop_signal && !a.dry_run) {
-        cli_error("interrupted by %s before any step started",
-                  stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
-        ret = CLI_INTERRUPTED;
+    if (ret == CLI_INTERRUPTED && a.dry_run) {
+        cli_error("interrupted by %s", stop_signal == SIGTERM ? "SIGTERM"
+                                                              : "SIGINT");
     } else if (ret == CLI_OK && a.dry_run) {
         plan_print(dag, incr_reasons(in), PLAN_TEXT, stdout);
-    } else if (ret == CLI_OK) {
+    } else if (ret == CLI_OK || ret == CLI_INTERRUPTED) {
         ret = run_loaded(&a, job, dag, in);
     }
     incr_free(in);

@@ -20,6 +20,16 @@
  * the non-zero runs are written at their offsets; the final length is set
  * with ftruncate(), which also makes a trailing run of zeros a hole.
  *
+ * With a digest asked for (df_copy_with(), o->sha256), the SHA-256 of the
+ * copy's bytes is computed as they are written, in file order, so that
+ * the copy is never read back: data copied as it is is read and hashed a
+ * chunk at a time, then that chunk is copied with copy_file_range() (from
+ * the page cache; extents are still shared where the file system can) or
+ * written from the buffer; holes, kept or written as zeros, are hashed from a
+ * constant zero buffer (df_sha256_zeros()); where worker threads scan for
+ * zeros, they read each batch into one buffer at its offset, and the
+ * caller hashes the batch in order once they are done.
+ *
  * The copy is written under a temporary name beside @dst and renamed over
  * it only when complete.  On any failure the temporary file is removed and
  * @dst is left as it was.  Replacing an existing @dst keeps its permission
@@ -34,6 +44,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "internal.h"
 #include "output.h"
@@ -64,6 +76,8 @@ struct copy {
     unsigned char *scan_buf; /* a scan piece per thread */
     size_t step;           /* scan piece: SCAN_STEP or a granule */
     unsigned char *zeros;  /* DF_CHUNK zero bytes, for filling holes */
+    EVP_MD_CTX *md;        /* the digest of the output, or NULL */
+    unsigned char *batch;  /* with md and workers: a batch's bytes */
     df_progress_fn progress;
     void *opaque;
 };
@@ -96,6 +110,25 @@ static int report(struct copy *c, uint64_t done, struct df_error *err)
 {
     if (c->progress && c->progress(c->opaque, done, c->size)) {
         return df_fail(err, DF_E_CANCELED, "'%s': copy canceled", c->dst);
+    }
+    return 0;
+}
+
+/* Add @n bytes of the output to its digest (when one is computed). */
+static int hash_bytes(struct copy *c, const unsigned char *buf, size_t n,
+                      struct df_error *err)
+{
+    if (c->md && !EVP_DigestUpdate(c->md, buf, n)) {
+        return df_fail(err, DF_E_IO, "'%s': SHA-256 update failed", c->dst);
+    }
+    return 0;
+}
+
+/* Add @n zero bytes of the output to its digest. */
+static int hash_zero_bytes(struct copy *c, uint64_t n, struct df_error *err)
+{
+    if (c->md && df_sha256_zeros(c->md, n) < 0) {
+        return df_fail(err, DF_E_IO, "'%s': SHA-256 update failed", c->dst);
     }
     return 0;
 }
@@ -171,12 +204,53 @@ static int read_write(struct copy *c, uint64_t off, size_t n,
 }
 
 /*
+ * A step of a hashed copy: read the @n bytes at @off and hash them, then
+ * copy those same bytes with copy_file_range() (the second read comes
+ * from the page cache, and a file system that shares extents still
+ * shares them), or write them from the buffer where it cannot be used.
+ */
+static int copy_hashed(struct copy *c, uint64_t off, size_t n,
+                       struct df_error *err)
+{
+    int ret = df_io_pread(c->in, c->buf, n, off, c->src, err);
+    size_t done = 0;
+
+    if (ret == 0) {
+        ret = hash_bytes(c, c->buf, n, err);
+    }
+    while (ret == 0 && done < n && !c->plain_io) {
+        loff_t in = (loff_t)(off + done), out = (loff_t)(off + done);
+        ssize_t r = copy_file_range(c->in, &in, c->out, &out, n - done, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0 && !copy_range_unusable(errno)) {
+            return df_fail_sys(err, "'%s': cannot copy %zu bytes at offset "
+                               "%llu to '%s'", c->src, n - done,
+                               (unsigned long long)(off + done), c->tmp);
+        }
+        if (r <= 0) {
+            c->plain_io = true; /* the rest from the buffer */
+            break;
+        }
+        done += (size_t)r;
+    }
+    if (ret == 0 && done < n) {
+        ret = df_io_pwrite(c->out, c->buf + done, n - done, off + done,
+                           c->tmp, err);
+    }
+    return ret;
+}
+
+/*
  * ---- leaving out the all-zero granules, on every CPU ----
  *
  * The data is read, scanned and written in SCAN_STEP pieces (aligned to
  * SCAN_STEP in the file, so that each holds whole granules), each thread
  * with a buffer of its own, taking pieces in turn from a shared index.
- * Progress is reported between batches of SCAN_BATCH bytes.
+ * Progress is reported between batches of SCAN_BATCH bytes.  When the
+ * output is hashed, the threads read into c->batch at the piece's offset
+ * in the batch instead, and the caller hashes the batch when it is done.
  */
 #define SCAN_BATCH (32u << 20)
 
@@ -194,13 +268,14 @@ static void scan_pieces(void *arg, unsigned t)
 {
     struct scan *s = arg;
     struct copy *c = s->c;
-    unsigned char *buf = c->scan_buf + (size_t)t * s->step;
+    unsigned char *own = c->scan_buf + (size_t)t * s->step;
     uint64_t i;
 
     while (!atomic_load(&s->failed) &&
            (i = atomic_fetch_add(&s->next, 1)) * s->step + s->base < s->end) {
         uint64_t at = DF_MAX(s->off, s->base + i * s->step);
         size_t n = (size_t)(DF_MIN(s->end, s->base + (i + 1) * s->step) - at);
+        unsigned char *buf = c->batch ? c->batch + (at - s->off) : own;
         struct df_error e = { 0 };
         int ret = df_io_pread(c->in, buf, n, at, c->src, &e);
         if (ret == 0) {
@@ -225,7 +300,10 @@ static int copy_sparse(struct copy *c, uint64_t off, uint64_t len,
         c->workers = df_workers_start(df_usable_cpus());
         c->step = (size_t)DF_MAX((uint64_t)SCAN_STEP, c->granule);
         c->scan_buf = malloc(c->step * df_workers_count(c->workers));
-        if (!c->scan_buf) {
+        if (c->md && !c->batch) {
+            c->batch = malloc(SCAN_BATCH);
+        }
+        if (!c->scan_buf || (c->md && !c->batch)) {
             return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->dst);
         }
     }
@@ -244,8 +322,11 @@ static int copy_sparse(struct copy *c, uint64_t off, uint64_t len,
             ret = -s.err.code;
             break;
         }
+        ret = hash_bytes(c, c->batch, (size_t)(s.end - s.off), err);
         off = s.end;
-        ret = report(c, off, err);
+        if (ret == 0) {
+            ret = report(c, off, err);
+        }
     }
     pthread_mutex_destroy(&s.mu);
     return ret;
@@ -255,10 +336,21 @@ static int copy_sparse(struct copy *c, uint64_t off, uint64_t len,
 static int write_zeros(struct copy *c, uint64_t off, size_t n,
                        struct df_error *err)
 {
+    int ret;
+
     if (!c->zeros && !(c->zeros = calloc(1, DF_CHUNK))) {
         return df_fail(err, DF_E_NOMEM, "'%s': out of memory", c->dst);
     }
-    return df_io_pwrite(c->out, c->zeros, n, off, c->tmp, err);
+    ret = hash_zero_bytes(c, n, err);
+    return ret < 0 ? ret : df_io_pwrite(c->out, c->zeros, n, off, c->tmp, err);
+}
+
+/* A hole of the source, kept as a hole: only hashed, if that is asked. */
+static int hash_hole(struct copy *c, uint64_t off, size_t n,
+                     struct df_error *err)
+{
+    (void)off;
+    return hash_zero_bytes(c, n, err);
 }
 
 /*
@@ -298,6 +390,9 @@ static int copy_data(struct copy *c, uint64_t off, uint64_t len,
 {
     uint64_t end = off + len;
 
+    if (c->md) {
+        return by_chunks(c, off, len, DF_CHUNK, copy_hashed, err);
+    }
     while (off < end && !c->plain_io) {
         size_t n = (size_t)DF_MIN(end - off, (uint64_t)COPY_STEP);
         loff_t in = (loff_t)off, out = (loff_t)off;
@@ -338,8 +433,10 @@ static int copy_file(struct copy *c, struct df_error *err)
         if (ret < 0) {
             break;
         }
-        if (hole && c->keep_holes) {
+        if (hole && c->keep_holes && !c->md) {
             ret = report(c, off + len, err);
+        } else if (hole && c->keep_holes) {
+            ret = by_chunks(c, off, len, DF_CHUNK, hash_hole, err);
         } else if (hole) {
             ret = by_chunks(c, off, len, DF_CHUNK, write_zeros, err);
         } else if (c->granule) {
@@ -465,11 +562,31 @@ static int copy_into(struct copy *c, enum df_sparse_mode mode,
     return ret;
 }
 
+void df_copy_opts_init(struct df_copy_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->mode = DF_SPARSE_AUTO;
+}
+
 int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
             df_progress_fn progress, void *opaque, struct df_error *err)
 {
+    struct df_copy_opts o;
+
+    df_copy_opts_init(&o);
+    o.mode = mode;
+    o.progress = progress;
+    o.progress_opaque = opaque;
+    return df_copy_with(src, dst, &o, err);
+}
+
+int df_copy_with(const char *src, const char *dst,
+                 const struct df_copy_opts *o, struct df_error *err)
+{
     struct copy c = { .src = src, .dst = dst, .in = -1, .out = -1,
-                      .progress = progress, .opaque = opaque };
+                      .progress = o->progress,
+                      .opaque = o->progress_opaque };
+    enum df_sparse_mode mode = o->mode;
     struct stat src_st;
     char *tmp = NULL;
     int dst_mode, ret;
@@ -493,7 +610,22 @@ int df_copy(const char *src, const char *dst, enum df_sparse_mode mode,
         goto out;
     }
     c.tmp = tmp;
+    if (o->sha256) {
+        c.md = EVP_MD_CTX_new();
+        if (!c.md || !EVP_DigestInit_ex(c.md, EVP_sha256(), NULL)) {
+            ret = df_fail(err, DF_E_NOMEM, "'%s': cannot start SHA-256",
+                          dst);
+            goto out;
+        }
+    }
     ret = copy_into(&c, mode, &src_st, dst_mode, err);
+    if (ret == 0 && c.md) {
+        unsigned int len = 0;
+        if (!EVP_DigestFinal_ex(c.md, o->sha256, &len) ||
+            len != DF_SHA256_LEN) {
+            ret = df_fail(err, DF_E_IO, "'%s': cannot finish SHA-256", dst);
+        }
+    }
     if (ret == 0) {
         ret = df_rename_into_place(tmp, dst, err);
     }
@@ -514,6 +646,8 @@ out:
     free(c.scan_buf);
     free(c.buf);
     free(c.zeros);
+    free(c.batch);
+    EVP_MD_CTX_free(c.md);
     free(tmp);
     return ret;
 }

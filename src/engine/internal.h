@@ -86,6 +86,11 @@ int df_io_write_zeroes(int fd, uint64_t off, uint64_t len, const char *path,
  * hook. */
 int df_io_fallocate(int fd, uint64_t off, uint64_t len, const char *path,
                     struct df_error *err);
+/* Feed @len zero bytes to the SHA-256 context @ctx (an EVP_MD_CTX) from
+ * a constant buffer: no memory is touched but that buffer (digest.c).
+ * 0, or -1 if the update failed. */
+struct evp_md_ctx_st;
+int df_sha256_zeros(struct evp_md_ctx_st *ctx, uint64_t len);
 /* Length of the file, or a negative error. */
 int df_io_file_size(int fd, uint64_t *size, const char *path,
                     struct df_error *err);

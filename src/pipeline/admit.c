@@ -60,6 +60,79 @@ static uint64_t virtual_size(const char *path)
     return size;
 }
 
+/* Does step @s set the backing file of the image it writes? */
+static const char *sets_backing_of(const struct job_step *s)
+{
+    switch (s->op) {
+    case JOB_OP_CREATE:
+    case JOB_OP_OVERLAY:
+    case JOB_OP_REBASE:
+        return s->image;
+    case JOB_OP_CONVERT:
+        return s->to;
+    default:
+        return NULL;
+    }
+}
+
+/*
+ * The backing file of @image as step @i finds it (malloc'd, NULL: none or
+ * unknown): the one the last earlier step that made or rebased @image
+ * gave it, else the one stored in the image on disk now.
+ */
+static char *backing_before(const struct dag *dag, size_t i, const char *image)
+{
+    struct df_image *img;
+    struct df_info *info;
+    char *out = NULL;
+
+    for (size_t k = i; k-- > 0;) {
+        const struct job_step *s = &dag->job->steps[k];
+        const char *made = sets_backing_of(s);
+        if (made && strcmp(made, image) == 0) {
+            return s->backing ? strdup(s->backing) : NULL;
+        }
+    }
+    img = df_image_open(image, DF_FMT_AUTO, DF_OPEN_METADATA |
+                                                DF_OPEN_NO_BACKING, NULL);
+    info = img ? malloc(sizeof(*info)) : NULL;
+    if (info && df_image_info(img, info, NULL) == 0 &&
+        info->full_backing_file[0]) {
+        out = strdup(info->full_backing_file);
+    }
+    free(info);
+    df_image_close(img, NULL);
+    return out;
+}
+
+/*
+ * A safe rebase's worst case: qemu-img rebase copies into the image every
+ * cluster where the old and the new backing chains differ, which is at
+ * most what the old chain holds (its files' allocated bytes, each file as
+ * on disk, or as the step making it was estimated), and never more than
+ * the image's virtual size.  An unsafe rebase changes the header only.
+ */
+static uint64_t rebase_bytes(const struct dag *dag, size_t i,
+                             const uint64_t *est)
+{
+    const struct job_step *s = &dag->job->steps[i];
+    uint64_t sum = 0, vsize = virtual_size(s->image);
+    char *cur;
+
+    if (s->unsafe) {
+        return 0;
+    }
+    cur = backing_before(dag, i, s->image);
+    for (int depth = 0; cur && depth < DF_MAX_BACKING_DEPTH; depth++) {
+        char *next = backing_before(dag, i, cur);
+        sum += source_bytes(dag, i, est, cur, false);
+        free(cur);
+        cur = next;
+    }
+    free(cur);
+    return vsize && sum > vsize ? vsize : sum;
+}
+
 /* A new image's worst case, as `measure` computes it. */
 static uint64_t new_image_bytes(const struct job_step *s, uint64_t size)
 {
@@ -120,6 +193,13 @@ uint64_t admit_estimate(const struct dag *dag, size_t i, const uint64_t *est)
         return s->size > size ? s->size - size : 0;
     case JOB_OP_COMMIT:
         return source_bytes(dag, i, est, s->image, false);
+    case JOB_OP_REBASE:
+        return rebase_bytes(dag, i, est);
+    case JOB_OP_CHECK:
+        return 0; /* a repair frees leaked clusters, or rewrites refcounts
+                   * in place */
+    case JOB_OP_COMMAND:
+        return 0; /* what a program writes cannot be known (see admit.h) */
     default:
         return 0;
     }
@@ -172,7 +252,8 @@ static void mount_point(const char *dir, dev_t dev, char *out, size_t len)
     free(cur);
 }
 
-int admit_check(const struct dag *dag, struct df_error *err)
+int admit_check(const struct dag *dag, const bool *skip,
+                struct df_error *err)
 {
     uint64_t *est = calloc(dag->n + 1, sizeof(*est));
     struct fsys *fs = calloc(dag->n + 1, sizeof(*fs));
@@ -191,6 +272,10 @@ int admit_check(const struct dag *dag, struct df_error *err)
         size_t k;
 
         est[i] = admit_estimate(dag, i, est);
+        if (skip && skip[i]) {
+            continue; /* up to date: writes nothing (its estimate stays,
+                       * for a later step reading what it made) */
+        }
         if (!est[i] || !w->n || !(dir = existing_dir(w->v[0], &st))) {
             continue;
         }
@@ -231,35 +316,4 @@ int admit_check(const struct dag *dag, struct df_error *err)
     free(fs);
     free(est);
     return ret;
-}
-
-struct run *admit_refused_run(const struct job *job, const struct dag *dag,
-                              const char *reason)
-{
-    struct run *run = calloc(1, sizeof(*run));
-
-    if (!run || !(run->steps = calloc(dag->n + 1, sizeof(*run->steps)))) {
-        free(run);
-        return NULL;
-    }
-    run->job = job;
-    run->dag = dag;
-    run->threads = 1;
-    run->status = RUN_FAILED;
-    run->started_ms = run->finished_ms = run_now_ms();
-    atomic_init(&run->cancel, false);
-    for (size_t i = 0; i < dag->n; i++) {
-        struct run_step *rs = &run->steps[i];
-        rs->run = run;
-        rs->index = i;
-        rs->ctx.job = job;
-        rs->ctx.step = &job->steps[i];
-        rs->ctx.node = &dag->nodes[i];
-        atomic_init(&rs->ctx.done, 0);
-        atomic_init(&rs->ctx.total, 0);
-        rs->status = STEP_SKIPPED;
-        rs->skip_reason = strdup(reason);
-    }
-    run->n_finished = dag->n;
-    return run;
 }

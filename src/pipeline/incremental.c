@@ -96,13 +96,29 @@ static EVP_MD_CTX *sha256_new(void)
     return md;
 }
 
+/* Polled between the chunks of a hash: true stops it (SIGINT). */
+struct hash_stop {
+    bool (*fn)(void *opaque);
+    void *opaque;
+};
+
+static bool stop_now(const struct hash_stop *stop)
+{
+    return stop && stop->fn && stop->fn(stop->opaque);
+}
+
 /*
- * Feed @n bytes of @fd from @off to @md.  Returns 0 or -1 (errno set).
+ * Feed @n bytes of @fd from @off to @md.  Returns 0 or -1 (errno set;
+ * ECANCELED when @stop said so).
  */
 static int feed_fd(EVP_MD_CTX *md, int fd, unsigned char *buf, uint64_t off,
-                   uint64_t n, bool *qcow2)
+                   uint64_t n, bool *qcow2, const struct hash_stop *stop)
 {
     while (n) {
+        if (stop_now(stop)) {
+            errno = ECANCELED;
+            return -1;
+        }
         ssize_t r = pread(fd, buf, (size_t)DF_MIN(n, (uint64_t)HASH_CHUNK),
                           (off_t)off);
         if (r < 0 && errno == EINTR) {
@@ -131,9 +147,10 @@ static int feed_fd(EVP_MD_CTX *md, int fd, unsigned char *buf, uint64_t off,
  * what its data costs.  The same bytes laid out with other holes get
  * another identity, which only reruns a step.  Without it (an output's
  * sha256 in the report and --sums), it is the plain SHA-256 of the bytes.
+ * @stop (may be NULL) is polled between chunks: -1 with errno ECANCELED.
  */
 static int hash_file(const char *path, char hex[65], bool *qcow2,
-                     bool by_extents)
+                     bool by_extents, const struct hash_stop *stop)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     unsigned char *buf;
@@ -178,7 +195,8 @@ static int hash_file(const char *path, char hex[65], bool *qcow2,
             feed_u64(md, "extent", (uint64_t)d);
             feed_u64(md, "extent-length", (uint64_t)(h - d));
         }
-        ret = feed_fd(md, fd, buf, (uint64_t)d, (uint64_t)(h - d), qcow2);
+        ret = feed_fd(md, fd, buf, (uint64_t)d, (uint64_t)(h - d), qcow2,
+                      stop);
         pos = h;
     }
     free(buf);
@@ -266,6 +284,8 @@ struct incr {
     struct run_hooks hooks;
     struct df_error store_err;
     bool oom;
+    struct hash_stop stop; /* o.stop */
+    bool stopped; /* o.stop said so while inputs were hashed */
 };
 
 static char *key_of(const struct incr *in, const char *path)
@@ -499,7 +519,10 @@ static int file_identity(struct incr *in, const char *path, const char *key,
         }
         free(cached.backing);
     }
-    if (hash_file(path, hex, &qcow2, true) < 0) {
+    if (hash_file(path, hex, &qcow2, true, &in->stop) < 0) {
+        if (errno == ECANCELED || stop_now(&in->stop)) {
+            in->stopped = true;
+        }
         return -1;
     }
     if (qcow2) {
@@ -1129,11 +1152,20 @@ int incr_open(const struct dag *dag, const struct incr_opts *o,
         in->o.engine_format = INCR_ENGINE_FORMAT;
     }
     in->started_ns = now_ns();
+    in->stop.fn = o->stop;
+    in->stop.opaque = o->stop_opaque;
     ret = open_store(in, err);
-    for (size_t i = 0; ret == 0 && i < dag->n; i++) {
-        if (identify(in, i) < 0 || outputs_of(in, i) < 0) {
+    for (size_t i = 0; ret == 0 && i < dag->n && !in->stopped; i++) {
+        if (stop_now(&in->stop)) {
+            in->stopped = true;
+        } else if (identify(in, i) < 0 || outputs_of(in, i) < 0) {
             in->oom = true;
         }
+    }
+    if (ret == 0 && in->stopped) {
+        ret = df_fail(err, DF_E_CANCELED, "interrupted while looking at "
+                      "the steps' inputs (hashing them), before any step "
+                      "started");
     }
     if (ret == 0 && !in->oom) {
         decide(in);
@@ -1141,7 +1173,7 @@ int incr_open(const struct dag *dag, const struct incr_opts *o,
     if (ret == 0 && in->oom) {
         ret = df_fail(err, DF_E_NOMEM, "out of memory");
     }
-    if (ret == 0 && in->o.writable && in->st) {
+    if ((ret == 0 || in->stopped) && in->o.writable && in->st) {
         /* the cache is only a cache: failing to write it is no error */
         struct df_error e2 = { 0 };
         state_put_hashes(in->st, in->fresh, in->n_fresh, &e2);
@@ -1275,12 +1307,34 @@ static bool hook_skip(void *opaque, struct run_step *rs)
     return true;
 }
 
-/* On the worker: what the step left, with the SHA-256 of each file. */
+static bool step_cancelled(void *opaque)
+{
+    return op_cancelled(opaque);
+}
+
+/* The sha256 the op computed for output @k (op_set_digest()), in @hex. */
+static bool digest_given(const struct op_ctx *ctx, size_t k, char hex[65])
+{
+    if (!ctx->digests || !ctx->digests[k].has_sha256) {
+        return false;
+    }
+    hex_of(ctx->digests[k].sha256, hex);
+    return true;
+}
+
+/*
+ * On the worker: what the step left, with the SHA-256 of each file: the
+ * one its op computed while writing it, else by reading it now.  A raw
+ * image's guest-visible bytes are its file's bytes, so its guest_sha256
+ * is that same hash.  A SIGINT while reading fails the step (interrupted):
+ * its record is not written, and the next run runs it again.
+ */
 static void hook_after(void *opaque, struct run_step *rs)
 {
     struct incr *in = opaque;
     struct incr_step *st = &in->steps[rs->index];
     const struct dag_node *n = &in->dag->nodes[rs->index];
+    struct hash_stop stop = { step_cancelled, &rs->ctx };
 
     if (rs->ret < 0) {
         return;
@@ -1288,15 +1342,25 @@ static void hook_after(void *opaque, struct run_step *rs)
     for (size_t k = 0; k < n->outputs.n; k++) {
         struct incr_capture *c = &st->cap[k];
         json_t *entry = output_entry(rs->ctx.outputs, n->outputs.v[k]);
+        const char *fmt = json_string_value(json_object_get(entry, "format"));
         struct stat sb;
         if (stat(n->outputs.v[k], &sb) < 0) {
             continue;
         }
         c->exists = true;
         c->sha256[0] = '\0';
-        if (S_ISREG(sb.st_mode) &&
-            hash_file(n->outputs.v[k], c->sha256, NULL, false) < 0) {
+        if (S_ISREG(sb.st_mode) && !digest_given(&rs->ctx, k, c->sha256) &&
+            hash_file(n->outputs.v[k], c->sha256, NULL, false, &stop) < 0) {
             c->sha256[0] = '\0';
+            if (op_cancelled(&rs->ctx)) {
+                rs->ret = df_fail(&rs->ctx.err, DF_E_CANCELED, "'%s': "
+                                  "interrupted while hashing it",
+                                  n->outputs.v[k]);
+                /* a failed step lists no outputs */
+                json_decref(rs->ctx.outputs);
+                rs->ctx.outputs = NULL;
+                return;
+            }
         }
         /* the stat taken before the read: reading changes no field */
         stat_of(&sb, &c->st);
@@ -1304,6 +1368,11 @@ static void hook_after(void *opaque, struct run_step *rs)
             json_object_set_new(entry, "sha256", c->sha256[0]
                                                      ? json_string(c->sha256)
                                                      : json_null());
+            if (c->sha256[0] && fmt && !strcmp(fmt, "raw") &&
+                !json_object_get(entry, "guest_sha256")) {
+                json_object_set_new(entry, "guest_sha256",
+                                    json_string(c->sha256));
+            }
         }
     }
 }

@@ -61,6 +61,11 @@ struct incr_opts {
     size_t n_rebuild;
     int64_t window_ns;        /* the distrust window (INCR_DISTRUST_NS) */
     int engine_format;        /* 0: INCR_ENGINE_FORMAT (tests vary it) */
+    /* polled while inputs are hashed (may be NULL): once true, incr_open()
+     * stops and fails with DF_E_CANCELED (the hashes it finished are
+     * still cached) */
+    bool (*stop)(void *opaque);
+    void *stop_opaque;
 };
 
 struct incr;

@@ -10,6 +10,15 @@
  * atomically: df_image_create() and df_convert() build them under a
  * temporary name and rename them on success.  Ops that change an image in
  * place (write, fill, ...) do so directly, like qemu-io.
+ *
+ * Digests (SPEC §6): ops that write an output from start to end hash it
+ * as they write and hand the digests over with op_set_digest(), so that it
+ * is not read again after the step: copy (df_copy_with()), create of a raw
+ * image (its bytes are zeros: hashed from a constant buffer, without
+ * touching the disk) and convert (the guest-visible bytes, as the engine
+ * writes them; they are the file's bytes too when the output is raw).
+ * describe_outputs() puts them on the report's output entries; every
+ * other output is hashed after its step by the incremental hooks.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "diskforge/ops.h"
+#include "internal.h" /* df_sha256_zeros() */
 #include "ops-disk.h"
 #include "report.h"
 #include "runner.h"
@@ -156,6 +168,43 @@ static void create_opts_from_step(const struct job_step *s,
 
 /* ---- create, overlay, convert ---- */
 
+/*
+ * The new raw image @path reads as zeros whatever its preallocation (off,
+ * falloc or full): its digest (file and guest alike) is that of its length
+ * in zeros, hashed from a constant buffer, which costs the hashing (about
+ * what reading it back would cost in CPU) but no I/O.  Cancellation is
+ * polled between pieces; a step interrupted here fails, leaving the image
+ * it made (the next run makes it again).
+ */
+static int digest_zeros(struct op_ctx *ctx, const char *path)
+{
+    unsigned char d[DF_SHA256_LEN];
+    EVP_MD_CTX *md;
+    struct stat st;
+    uint64_t left;
+    unsigned int len = 0;
+
+    if (stat(path, &st) < 0 || !(md = EVP_MD_CTX_new())) {
+        return 0; /* hashed after the step instead */
+    }
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    for (left = (uint64_t)st.st_size; left;) {
+        uint64_t n = DF_MIN_U64(left, 64u << 20);
+        if (op_cancelled(ctx)) {
+            EVP_MD_CTX_free(md);
+            return fail(ctx, DF_E_CANCELED, "'%s': interrupted while "
+                        "hashing it", path);
+        }
+        df_sha256_zeros(md, n);
+        left -= n;
+    }
+    if (EVP_DigestFinal_ex(md, d, &len) == 1) {
+        op_set_digest(ctx, path, d, d);
+    }
+    EVP_MD_CTX_free(md);
+    return 0;
+}
+
 static int op_create(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
@@ -176,6 +225,9 @@ static int op_create(struct op_ctx *ctx)
     ret = df_image_create(s->image, &o, &ctx->err);
     op_progress(ctx, 1, 1);
     free(bname);
+    if (ret == 0 && s->format == DF_FMT_RAW) {
+        ret = digest_zeros(ctx, s->image);
+    }
     return ret;
 }
 
@@ -188,6 +240,7 @@ static int op_overlay(struct op_ctx *ctx)
 static int op_convert(struct op_ctx *ctx)
 {
     const struct job_step *s = ctx->step;
+    unsigned char guest[DF_SHA256_LEN];
     struct df_convert_opts o;
     char *bname = NULL;
     int ret;
@@ -213,8 +266,14 @@ static int op_convert(struct op_ctx *ctx)
     }
     o.progress = op_progress;
     o.progress_opaque = ctx;
+    o.guest_sha256 = guest;
     ret = df_convert(s->from, s->to, &o, &ctx->err);
     free(bname);
+    if (ret == 0) {
+        /* a raw output's file is its guest's bytes */
+        op_set_digest(ctx, s->to, s->format == DF_FMT_RAW ? guest : NULL,
+                      guest);
+    }
     return ret;
 }
 
@@ -666,9 +725,22 @@ static int op_copy(struct op_ctx *ctx)
         [JOB_SPARSE_NEVER] = DF_SPARSE_NEVER,
     };
     const struct job_step *s = ctx->step;
+    unsigned char d[DF_SHA256_LEN];
+    struct df_copy_opts o;
+    int ret;
 
-    return df_copy(s->from, s->to, modes[s->sparse], op_progress, ctx,
-                   &ctx->err);
+    df_copy_opts_init(&o);
+    o.mode = modes[s->sparse];
+    o.progress = op_progress;
+    o.progress_opaque = ctx;
+    o.sha256 = d;
+    ret = df_copy_with(s->from, s->to, &o, &ctx->err);
+    if (ret == 0) {
+        /* a byte copy: the guest's bytes are the file's only for a raw
+         * image, which the report's hook decides from the format */
+        op_set_digest(ctx, s->to, d, NULL);
+    }
+    return ret;
 }
 
 /* ---- command: an external program ---- */
@@ -977,6 +1049,22 @@ static int prepare(struct op_ctx *ctx)
     return 0;
 }
 
+/* The digests the op handed over for output @k, onto its entry @o. */
+static void add_digests(const struct op_ctx *ctx, size_t k, json_t *o)
+{
+    const struct op_digest *d = ctx->digests ? &ctx->digests[k] : NULL;
+    char hex[2 * DF_SHA256_LEN + 1];
+
+    if (d && d->has_sha256) {
+        df_digest_hex(d->sha256, hex);
+        json_object_set_new(o, "sha256", json_string(hex));
+    }
+    if (d && d->has_guest_sha256) {
+        df_digest_hex(d->guest_sha256, hex);
+        json_object_set_new(o, "guest_sha256", json_string(hex));
+    }
+}
+
 /* Describe the files a successful step made or changed. */
 static void describe_outputs(struct op_ctx *ctx, int ret)
 {
@@ -1026,6 +1114,7 @@ static void describe_outputs(struct op_ctx *ctx, int ret)
             json_object_set_new(o, "backing", json_null());
         }
         df_image_close(img, NULL);
+        add_digests(ctx, i, o);
         json_array_append_new(ctx->outputs, o);
     }
 }

@@ -69,6 +69,35 @@ bool op_cancelled(const struct op_ctx *ctx)
     return ctx->cancel && atomic_load(ctx->cancel);
 }
 
+int op_set_digest(struct op_ctx *ctx, const char *path,
+                  const unsigned char *sha256,
+                  const unsigned char *guest_sha256)
+{
+    const struct dag_paths *out = &ctx->node->outputs;
+
+    for (size_t k = 0; k < out->n; k++) {
+        struct op_digest *d;
+        if (strcmp(out->v[k], path) != 0) {
+            continue;
+        }
+        if (!ctx->digests && !(ctx->digests = calloc(out->n,
+                                                     sizeof(*d)))) {
+            return -1;
+        }
+        d = &ctx->digests[k];
+        if (sha256) {
+            memcpy(d->sha256, sha256, sizeof(d->sha256));
+            d->has_sha256 = true;
+        }
+        if (guest_sha256) {
+            memcpy(d->guest_sha256, guest_sha256, sizeof(d->guest_sha256));
+            d->has_guest_sha256 = true;
+        }
+        return 0;
+    }
+    return -1;
+}
+
 /* ---- the ready queue: a min-heap of step indices (file order) ---- */
 
 struct heap {
@@ -394,6 +423,37 @@ struct run *job_run(const struct job *job, const struct dag *dag,
     return run;
 }
 
+struct run *run_not_started(const struct job *job, const struct dag *dag,
+                            enum run_status status, const char *reason)
+{
+    struct run *run = calloc(1, sizeof(*run));
+
+    if (!run || !(run->steps = calloc(dag->n + 1, sizeof(*run->steps)))) {
+        free(run);
+        return NULL;
+    }
+    run->job = job;
+    run->dag = dag;
+    run->threads = 1;
+    run->status = status;
+    run->started_ms = run->finished_ms = run_now_ms();
+    atomic_init(&run->cancel, false);
+    for (size_t i = 0; i < dag->n; i++) {
+        struct run_step *rs = &run->steps[i];
+        rs->run = run;
+        rs->index = i;
+        rs->ctx.job = job;
+        rs->ctx.step = &job->steps[i];
+        rs->ctx.node = &dag->nodes[i];
+        atomic_init(&rs->ctx.done, 0);
+        atomic_init(&rs->ctx.total, 0);
+        rs->status = STEP_SKIPPED;
+        rs->skip_reason = strdup(reason);
+    }
+    run->n_finished = dag->n;
+    return run;
+}
+
 void run_free(struct run *run)
 {
     if (!run) {
@@ -402,6 +462,7 @@ void run_free(struct run *run)
     for (size_t i = 0; run->steps && i < run->dag->n; i++) {
         json_decref(run->steps[i].ctx.result);
         json_decref(run->steps[i].ctx.outputs);
+        free(run->steps[i].ctx.digests);
         free(run->steps[i].skip_reason);
     }
     free(run->steps);

@@ -48,11 +48,28 @@ const char *step_status_name(enum step_status s);
 const char *run_status_name(enum run_status s);
 
 /*
+ * Digests of one output that its op computed while writing it (see
+ * op_set_digest()), in binary.  sha256: the SHA-256 of the file's bytes;
+ * guest_sha256: of the bytes a guest reads from the image (its virtual
+ * size, through its backing chain).
+ */
+struct op_digest {
+    bool has_sha256, has_guest_sha256;
+    unsigned char sha256[32];
+    unsigned char guest_sha256[32];
+};
+
+/*
  * What an op function gets.  It runs on a worker thread, reads the step,
  * reports progress through op_progress() (which also says when to stop),
  * and on failure returns a negative -DF_E_* with @err set.  It may leave a
  * JSON object in @result (op-specific figures for the report) and entries
- * in @outputs; the runner owns both afterwards.
+ * in @outputs; the runner owns both afterwards.  An op that hashed an
+ * output while writing it hands the digests over with op_set_digest():
+ * they land in @digests (one per node->outputs entry, same order; NULL
+ * until the first call), the engine's table copies them onto the output's
+ * report entry ("sha256", "guest_sha256", in hex), and the incremental
+ * hooks then take that sha256 instead of reading the file again.
  */
 struct op_ctx {
     const struct job *job;
@@ -64,7 +81,20 @@ struct op_ctx {
     _Atomic uint64_t done;  /* bytes (or units) done, for progress */
     _Atomic uint64_t total;
     const atomic_bool *cancel;
+    struct op_digest *digests; /* per output, or NULL (op_set_digest()) */
 };
+
+/*
+ * op_set_digest() - the op computed, while writing the output @path (one
+ * of ctx->node->outputs), the SHA-256 of its file's bytes (@sha256) and/or
+ * of its guest-visible bytes (@guest_sha256); each DF_SHA256_LEN bytes or
+ * NULL (not computed).  Call it only once the file holds its final bytes
+ * (after the rename).  Returns 0, or -1 (not an output, out of memory:
+ * the digest is then computed after the step, as without it).
+ */
+int op_set_digest(struct op_ctx *ctx, const char *path,
+                  const unsigned char *sha256,
+                  const unsigned char *guest_sha256);
 
 /* A df_progress_fn: records progress in ctx; non-zero once cancelled. */
 int op_progress(void *ctx, uint64_t done, uint64_t total);
@@ -168,6 +198,15 @@ struct run {
 struct run *job_run(const struct job *job, const struct dag *dag,
                     const struct run_opts *opts, struct df_error *err);
 void run_free(struct run *run);
+
+/*
+ * run_not_started() - a finished run in which no step started (refused
+ * by space admission, interrupted before the first step): every step
+ * `skipped` with @reason, the run's status @status, for the report.  Free
+ * it with run_free().  NULL when out of memory.
+ */
+struct run *run_not_started(const struct job *job, const struct dag *dag,
+                            enum run_status status, const char *reason);
 
 /* Wall clock in milliseconds since the epoch. */
 int64_t run_now_ms(void);

@@ -5,8 +5,8 @@
 # a run after it works; runs killed with SIGKILL 0.05, 0.2 and 0.4 s into
 # their conversions
 # leave temporaries that the next run removes, saying how many bytes it
-# freed (the figure is checked against what the files held, and written to
-# the test output); a temporary that a live process holds (QEMU's lock
+# freed (the figure, on stderr and in the report's stale_temporaries, is
+# checked against what the files held, and written to the test output); a temporary that a live process holds (QEMU's lock
 # bytes), or whose PID is alive, or that another job's live run is
 # writing, is never removed.  Processes are tracked by PID.
 . "$(dirname "$0")/lib.sh"
@@ -101,6 +101,11 @@ expect_eq "rerun: no temporary left" "$(find out -name '*.tmp' | wc -l)" 0
 said=$(sed -n "s/.*removed ${#stale[@]} stale temporary files\? .*freeing \([0-9]*\) bytes.*/\1/p" "$DF_ERR")
 expect_true "rerun: says it removed ${#stale[@]} files" test -n "$said"
 expect_near "rerun: the bytes it says it freed" 1 65536 "${said:-0}" "$freed"
+expect_eq "rerun: the report's stale_temporaries.files" \
+    "$(rjson conv.report.json "r['stale_temporaries']['files']")" "${#stale[@]}"
+expect_near "rerun: the report's stale_temporaries.bytes" 1 65536 \
+    "$(rjson conv.report.json "r['stale_temporaries']['bytes']")" "$freed"
+"$PY" -c 'import jsonschema' 2>/dev/null && report_ok conv.report.json
 echo "stale temporaries: ${#stale[@]} removed, ${said:-?} bytes freed (the files held $freed)" |
     tee "$T_OUT/run_safety-freed.txt"
 q_ok qemu-img compare src.raw out/out.qcow2

@@ -52,6 +52,14 @@ static int fake_op(struct op_ctx *ctx)
             return df_fail_sys(&ctx->err, "cannot write");
         }
         close(fd);
+        if (s->description && !strcmp(s->description, "digest")) {
+            /* a digest "computed while writing": not the file's, so a
+             * test sees whether the file was read instead */
+            unsigned char d[32];
+            memset(d, 0xab, sizeof(d));
+            ck_assert_int_eq(op_set_digest(ctx, ctx->node->writes.v[k], d,
+                                           NULL), 0);
+        }
     }
     return 0;
 }
@@ -391,6 +399,73 @@ START_TEST(warm_stat_cache_reads_no_file)
     fx_decide(&f, &o);
     fx_decide(&f, &o);
     ck_assert_uint_eq(incr_files_hashed(), n + 1);
+    fx_cleanup(&f);
+}
+END_TEST
+
+/* An op's digest (op_set_digest()) is recorded as the output's sha256,
+ * and the output is not read. */
+START_TEST(op_digest_replaces_reading_the_output)
+{
+    struct fx f;
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    uint64_t n;
+
+    fx_init(&f);
+    fx_load(&f, "version: 1\nsteps:\n"
+            "  - {id: a, op: create, image: a.img, size: 1M,"
+            " description: digest}\n"
+            "  - {id: b, op: create, image: b.img, size: 1M}\n", NULL);
+    fx_decide(&f, NULL);
+    n = incr_files_hashed();
+    fx_run(&f, 1);
+    ck_assert_int_eq(f.run->status, RUN_SUCCEEDED);
+    /* b is hashed by reading it; a is not */
+    ck_assert_uint_eq(incr_files_hashed(), n + 1);
+    ck_assert_ptr_null(op_set_digest(&f.run->steps[0].ctx, "not-an-output",
+                                     NULL, NULL) == 0 ? "x" : NULL);
+    ck_assert_int_eq(sqlite3_open(f.state, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT step, sha256 FROM "
+                                        "step_output ORDER BY step", -1, &q,
+                                        NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(q, 0), "a");
+    ck_assert_str_eq((const char *)sqlite3_column_text(q, 1),
+                     "abababababababababababababababab"
+                     "abababababababababababababababab");
+    ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(q, 0), "b");
+    /* sha256 of "b\n", what the fake op wrote */
+    ck_assert_str_eq((const char *)sqlite3_column_text(q, 1),
+                     "0263829989b6fd954f72baaf2fc64bc2"
+                     "e2f01d692d4de72986ea808f6e99813f");
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    fx_cleanup(&f);
+}
+END_TEST
+
+static bool stop_always(void *opaque)
+{
+    (void)opaque;
+    return true;
+}
+
+/* A signal while inputs are hashed stops the decision: DF_E_CANCELED. */
+START_TEST(stop_while_hashing_inputs_cancels)
+{
+    struct incr_opts o = { .writable = true, .stop = stop_always };
+    struct df_error err = { 0 };
+    struct fx f;
+
+    fx_init(&f);
+    write_file(&f, "src.txt", "one");
+    fx_load(&f, chain_job, NULL);
+    o.state_path = f.state;
+    ck_assert_int_eq(incr_open(f.dag, &o, &f.in, &err), -DF_E_CANCELED);
+    ck_assert_ptr_null(f.in);
+    ck_assert_ptr_nonnull(strstr(err.msg, "interrupted"));
     fx_cleanup(&f);
 }
 END_TEST
@@ -843,6 +918,8 @@ static Suite *incremental_suite(void)
     tcase_add_test(id, external_input_is_known_by_its_content);
     tcase_add_test(id, warm_stat_cache_reads_no_file);
     tcase_add_test(id, cached_hash_distrusted_within_the_window);
+    tcase_add_test(id, op_digest_replaces_reading_the_output);
+    tcase_add_test(id, stop_while_hashing_inputs_cancels);
     tcase_add_test(id, directory_identity_covers_names_modes_links_contents);
     tcase_add_test(id, external_backing_chain_is_an_input);
     tcase_add_test(rs, never_run_then_up_to_date);

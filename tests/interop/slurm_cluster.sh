@@ -52,10 +52,13 @@ not_before() { [[ -n $1 && -n $2 && ! $1 < $2 ]]; }
 rfield() { rjson "$1" "$2" 2>/dev/null || echo "(unreadable $1)"; }
 
 set_case "one step, then its dependent submitted up front"
+t0=$(date +%s%N)
 if j1=$(submit base) && j2=$(submit web --dependency "afterok:$j1" --kill-on-invalid-dep=yes); then
     expect_true "sbatch --parsable printed job ids ($j1, $j2)" \
         grep -qE '^[0-9]+ [0-9]+$' <<<"$j1 $j2"
     expect_true "both left the queue" gone "$j1" "$j2"
+    echo "slurm: two dependent tiny steps, sbatch to both gone: $((($(date +%s%N) - t0) / 1000000)) ms" \
+        >>"$T_OUT/slurm_cluster.txt"
     expect_eq "base: Slurm state" "$(state_of "$j1")" COMPLETED
     expect_eq "web: Slurm state" "$(state_of "$j2")" COMPLETED
     for id in base web; do

@@ -199,7 +199,9 @@ static int run_step(const struct step_args *a, const struct job *job,
     } else {
         cli_error("step '%s' failed: %s", a->id, rs->ctx.err.msg);
     }
-    if (run->status == RUN_INTERRUPTED) {
+    /* a signal that came as the step finished does not undo its work:
+     * the result says succeeded, and so does the exit status */
+    if (rs->status != STEP_SUCCEEDED && run->status == RUN_INTERRUPTED) {
         cli_error("interrupted by %s", cli_signal() == SIGTERM ? "SIGTERM"
                                                                : "SIGINT");
         ret = CLI_INTERRUPTED;

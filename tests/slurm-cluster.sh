@@ -120,7 +120,10 @@ do_start() {
     # not: the socket gets a directory of its own, named in DIR/sockdir
     # and removed by `stop`
     local sockdir
-    sockdir=$(mktemp -d "${TMPDIR:-/tmp}/df-munge.XXXXXX")
+    local base=${TMPDIR:-/tmp}
+    # a Unix socket's path holds at most 107 bytes
+    ((${#base} <= 60)) || base=/tmp
+    sockdir=$(mktemp -d "$base/df-munge.XXXXXX")
     chmod 0755 "$sockdir"
     echo "$sockdir" >"$dir/sockdir"
     local sock=$sockdir/socket

@@ -9,12 +9,13 @@ DF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # libraries of SPEC §1), the tests (Check, qemu-utils as the oracle, python3
 # for the interop helpers, jsonschema for report validation, gdisk and fdisk
 # to read partition tables back), what the filesystem and files ops run
-# (e2fsprogs, dosfstools, mtools; SPEC §9), and libsqlite3-dev for the run
-# state store.
+# (e2fsprogs, dosfstools, mtools; SPEC §9), libsqlite3-dev for the run
+# state store, and slurm-wlm and munge for the Slurm tests (SPEC §7; they
+# start a private single-node cluster, tests/slurm-cluster.sh).
 DF_PACKAGES=(build-essential cmake pkg-config libyaml-dev zlib1g-dev
     libzstd-dev libjansson-dev libssl-dev check qemu-utils python3
     python3-jsonschema e2fsprogs dosfstools mtools gdisk fdisk libsqlite3-dev
-    strace)
+    strace slurm-wlm munge)
 
 df_say() { printf '\n==> %s\n' "$*"; }
 

@@ -211,7 +211,7 @@ static int hash_file(const char *path, char hex[65], bool *qcow2,
 
 int incr_hash_file(const char *path, char hex[65])
 {
-    return hash_file(path, hex, NULL, false);
+    return hash_file(path, hex, NULL, false, NULL);
 }
 
 static void stat_of(const struct stat *sb, struct state_stat *out)
@@ -1328,10 +1328,70 @@ static bool digest_given(const struct op_ctx *ctx, size_t k, char hex[65])
 }
 
 /*
- * On the worker: what the step left, with the SHA-256 of each file: the
- * one its op computed while writing it, else by reading it now.  A raw
- * image's guest-visible bytes are its file's bytes, so its guest_sha256
- * is that same hash.  A SIGINT while reading fails the step (interrupted):
+ * Output @k of a finished step, at @path (its report entry @entry, may be
+ * NULL): its SHA-256 into @hex, the one the op computed while writing it,
+ * else by reading it now; "" when it is not a regular file or cannot be
+ * read.  A raw image's guest-visible bytes are its file's bytes, so its
+ * guest_sha256 is that same hash.  -1 (@hex "") when the step was
+ * cancelled while the file was read.
+ */
+static int output_digest(struct run_step *rs, size_t k, const char *path,
+                         const struct stat *sb, json_t *entry, char hex[65])
+{
+    struct hash_stop stop = { step_cancelled, &rs->ctx };
+    const char *fmt = json_string_value(json_object_get(entry, "format"));
+
+    hex[0] = '\0';
+    if (S_ISREG(sb->st_mode) && !digest_given(&rs->ctx, k, hex) &&
+        hash_file(path, hex, NULL, false, &stop) < 0) {
+        hex[0] = '\0';
+        if (op_cancelled(&rs->ctx)) {
+            return -1;
+        }
+    }
+    if (entry) {
+        json_object_set_new(entry, "sha256", hex[0] ? json_string(hex)
+                                                    : json_null());
+        if (hex[0] && fmt && !strcmp(fmt, "raw") &&
+            !json_object_get(entry, "guest_sha256")) {
+            json_object_set_new(entry, "guest_sha256", json_string(hex));
+        }
+    }
+    return 0;
+}
+
+/* Fail a step interrupted while its outputs were hashed. */
+static void interrupted_hashing(struct run_step *rs, const char *path)
+{
+    rs->ret = df_fail(&rs->ctx.err, DF_E_CANCELED, "'%s': interrupted while "
+                      "hashing it", path);
+    /* a failed step lists no outputs */
+    json_decref(rs->ctx.outputs);
+    rs->ctx.outputs = NULL;
+}
+
+void incr_output_digests(struct run_step *rs, const struct dag_node *n)
+{
+    if (rs->ret < 0) {
+        return;
+    }
+    for (size_t k = 0; k < n->outputs.n; k++) {
+        json_t *entry = output_entry(rs->ctx.outputs, n->outputs.v[k]);
+        char hex[65];
+        struct stat sb;
+        if (stat(n->outputs.v[k], &sb) < 0) {
+            continue;
+        }
+        if (output_digest(rs, k, n->outputs.v[k], &sb, entry, hex) < 0) {
+            interrupted_hashing(rs, n->outputs.v[k]);
+            return;
+        }
+    }
+}
+
+/*
+ * On the worker: what the step left, with the SHA-256 of each file (see
+ * output_digest()).  A SIGINT while reading fails the step (interrupted):
  * its record is not written, and the next run runs it again.
  */
 static void hook_after(void *opaque, struct run_step *rs)
@@ -1339,7 +1399,6 @@ static void hook_after(void *opaque, struct run_step *rs)
     struct incr *in = opaque;
     struct incr_step *st = &in->steps[rs->index];
     const struct dag_node *n = &in->dag->nodes[rs->index];
-    struct hash_stop stop = { step_cancelled, &rs->ctx };
 
     if (rs->ret < 0) {
         return;
@@ -1347,38 +1406,18 @@ static void hook_after(void *opaque, struct run_step *rs)
     for (size_t k = 0; k < n->outputs.n; k++) {
         struct incr_capture *c = &st->cap[k];
         json_t *entry = output_entry(rs->ctx.outputs, n->outputs.v[k]);
-        const char *fmt = json_string_value(json_object_get(entry, "format"));
         struct stat sb;
         if (stat(n->outputs.v[k], &sb) < 0) {
             continue;
         }
         c->exists = true;
-        c->sha256[0] = '\0';
-        if (S_ISREG(sb.st_mode) && !digest_given(&rs->ctx, k, c->sha256) &&
-            hash_file(n->outputs.v[k], c->sha256, NULL, false, &stop) < 0) {
-            c->sha256[0] = '\0';
-            if (op_cancelled(&rs->ctx)) {
-                rs->ret = df_fail(&rs->ctx.err, DF_E_CANCELED, "'%s': "
-                                  "interrupted while hashing it",
-                                  n->outputs.v[k]);
-                /* a failed step lists no outputs */
-                json_decref(rs->ctx.outputs);
-                rs->ctx.outputs = NULL;
-                return;
-            }
+        if (output_digest(rs, k, n->outputs.v[k], &sb, entry,
+                          c->sha256) < 0) {
+            interrupted_hashing(rs, n->outputs.v[k]);
+            return;
         }
         /* the stat taken before the read: reading changes no field */
         stat_of(&sb, &c->st);
-        if (entry) {
-            json_object_set_new(entry, "sha256", c->sha256[0]
-                                                     ? json_string(c->sha256)
-                                                     : json_null());
-            if (c->sha256[0] && fmt && !strcmp(fmt, "raw") &&
-                !json_object_get(entry, "guest_sha256")) {
-                json_object_set_new(entry, "guest_sha256",
-                                    json_string(c->sha256));
-            }
-        }
     }
 }
 

@@ -113,6 +113,16 @@ int incr_write_sums(const struct incr *in, const struct run *run,
  */
 int incr_hash_file(const char *path, char hex[65]);
 
+/*
+ * For a step run on its own (`diskforge step`): each output of the
+ * finished step @rs (node @n) gets its report entry's sha256 and, for a
+ * raw image, guest_sha256, as a run's hooks give them: the digests its op
+ * computed while writing, else read now.  A cancellation while reading
+ * fails the step (ECANCELED).
+ */
+struct run_step;
+void incr_output_digests(struct run_step *rs, const struct dag_node *n);
+
 /* ---- the parts, for tests ---- */
 
 /* The definition fingerprint of step @s of @job (hex into @hex). */

@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-#include "incremental.h" /* incr_hash_file() */
+#include "incremental.h" /* incr_output_digests(), incr_hash_file() */
 
 struct one_step {
     size_t index;
@@ -27,20 +27,8 @@ static bool skip_all_but_one(void *opaque, struct run_step *rs)
 /* On the worker, as `run` does it: the SHA-256 of each output file. */
 static void hash_outputs(void *opaque, struct run_step *rs)
 {
-    size_t k;
-    json_t *o;
-
     (void)opaque;
-    if (rs->ret < 0 || !rs->ctx.outputs) {
-        return;
-    }
-    json_array_foreach(rs->ctx.outputs, k, o) {
-        const char *path = json_string_value(json_object_get(o, "path"));
-        char hex[65];
-        json_object_set_new(o, "sha256", path && incr_hash_file(path, hex) == 0
-                                             ? json_string(hex)
-                                             : json_null());
-    }
+    incr_output_digests(rs, rs->ctx.node);
 }
 
 struct run *step_run(const struct job *job, const struct dag *dag, size_t i,

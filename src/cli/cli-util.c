@@ -46,7 +46,8 @@ int cli_usage(const char *cmd, const char *fmt, ...)
     return CLI_USAGE;
 }
 
-/* Set from a signal handler, read by cli_progress() and cli_fail(). */
+/* The signal caught (0: none), set from the handler, read by
+ * cli_progress(), cli_fail() and cli_signal(). */
 static volatile sig_atomic_t interrupted;
 
 int cli_fail(const struct df_error *err)
@@ -575,8 +576,12 @@ int cli_image_opts_parse(struct cli_image_opts *io, enum df_format fmt,
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    interrupted = 1;
+    interrupted = sig;
+}
+
+int cli_signal(void)
+{
+    return interrupted;
 }
 
 void cli_catch_signals(void)

@@ -66,6 +66,7 @@ int cmd_rebase(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_sparsify(int argc, char **argv);
+int cmd_step(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
 
 /* ---- messages (cli-util.c) ---- */
@@ -184,6 +185,8 @@ void cli_image_opts_help(enum df_format fmt);
  * with CLI_INTERRUPTED.
  */
 void cli_catch_signals(void);
+/* The signal cli_catch_signals() caught (SIGINT, SIGTERM), or 0. */
+int cli_signal(void);
 
 /* State for cli_progress(); @show is -p. */
 struct cli_progress {

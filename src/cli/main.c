@@ -24,6 +24,7 @@ static const struct cli_command commands[] = {
     { "resize", cmd_resize, "change the virtual size of an image" },
     { "run", cmd_run, "run a job file's steps in parallel, with a report" },
     { "sparsify", cmd_sparsify, "deallocate the all-zero parts of an image" },
+    { "step", cmd_step, "run one step of a job alone (a cluster job)" },
     { "validate", cmd_validate, "check a job file without running it" },
 };
 

@@ -191,6 +191,11 @@ static int hash_file(const char *path, char hex[65], bool *qcow2,
     return 0;
 }
 
+int incr_hash_file(const char *path, char hex[65])
+{
+    return hash_file(path, hex, NULL, false);
+}
+
 static void stat_of(const struct stat *sb, struct state_stat *out)
 {
     out->size = (int64_t)sb->st_size;

@@ -101,6 +101,13 @@ const struct df_error *incr_store_error(const struct incr *in);
 int incr_write_sums(const struct incr *in, const struct run *run,
                     const char *path, size_t *missing, struct df_error *err);
 
+/*
+ * The plain SHA-256 of the bytes of the file at @path (an output's
+ * "sha256" in the report) as lowercase hex into @hex; -1 if it cannot be
+ * read.
+ */
+int incr_hash_file(const char *path, char hex[65]);
+
 /* ---- the parts, for tests ---- */
 
 /* The definition fingerprint of step @s of @job (hex into @hex). */

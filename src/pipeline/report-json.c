@@ -153,18 +153,27 @@ static json_t *error_json(const struct run_step *rs)
     return json_null();
 }
 
-static json_t *step_json(const struct run *run, size_t i)
+/* The first keys of a step's object: id, op, description (if any). */
+static json_t *step_head(const struct job_step *s, const char *id)
 {
-    const struct run_step *rs = &run->steps[i];
-    const struct job_step *s = &run->job->steps[i];
-    bool ran = rs->started_ms != 0;
     json_t *o = json_object();
 
-    json_object_set_new(o, "id", report_str(s->id));
-    json_object_set_new(o, "op", json_string(job_op_name(s->op)));
-    if (s->description) {
+    json_object_set_new(o, "id", report_str(s ? s->id : id));
+    if (s) {
+        json_object_set_new(o, "op", json_string(job_op_name(s->op)));
+    }
+    if (s && s->description) {
         json_object_set_new(o, "description", report_str(s->description));
     }
+    return o;
+}
+
+json_t *report_step(const struct run *run, size_t i)
+{
+    const struct run_step *rs = &run->steps[i];
+    bool ran = rs->started_ms != 0;
+    json_t *o = step_head(&run->job->steps[i], NULL);
+
     json_object_set_new(o, "status", json_string(step_status_name(rs->status)));
     json_object_set_new(o, "reason", report_str(rs->reason));
     if (rs->reproducible != RUN_REPRO_UNCHECKED) {
@@ -190,6 +199,27 @@ static json_t *step_json(const struct run *run, size_t i)
     return o;
 }
 
+json_t *report_step_refused(const struct dag *dag, const char *id,
+                            const char *code, const char *message)
+{
+    const struct job_step *s = dag ? job_find_step(dag->job, id) : NULL;
+    json_t *o = step_head(s, id), *e = json_object(), *needs;
+
+    needs = s ? report_needs(dag, (size_t)(s - dag->job->steps)) : json_array();
+    json_object_set_new(o, "status", json_string("failed"));
+    json_object_set_new(o, "reason", json_null());
+    json_object_set_new(o, "needs", needs);
+    json_object_set_new(o, "started_at", json_null());
+    json_object_set_new(o, "finished_at", json_null());
+    json_object_set_new(o, "duration_ms", json_null());
+    json_object_set_new(e, "code", json_string(code));
+    json_object_set_new(e, "message", report_str(message));
+    json_object_set_new(o, "error", e);
+    json_object_set_new(o, "outputs", json_array());
+    json_object_set_new(o, "result", json_null());
+    return o;
+}
+
 json_t *report_build(const struct run *run)
 {
     json_t *r = json_object(), *job = json_object(), *steps = json_array();
@@ -209,7 +239,7 @@ json_t *report_build(const struct run *run)
     json_object_set_new(r, "duration_ms", json_integer(run->duration_ms));
     json_object_set_new(r, "threads", json_integer(run->threads));
     for (size_t i = 0; i < run->dag->n; i++) {
-        json_array_append_new(steps, step_json(run, i));
+        json_array_append_new(steps, report_step(run, i));
         count[run->steps[i].status]++;
     }
     json_object_set_new(r, "steps", steps);

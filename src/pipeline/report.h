@@ -33,6 +33,21 @@ void report_time(int64_t ms, char *buf, size_t len);
 /* The report of a finished @run. */
 json_t *report_build(const struct run *run);
 
+/* The object of step @i of a finished @run, as in its report's "steps". */
+json_t *report_step(const struct run *run, size_t i);
+
+/*
+ * The object of a step that was refused before it could run (`diskforge
+ * step`: the job file changed, another diskforge version): status
+ * "failed", error {@code, @message}.  The step @id is looked up in
+ * @dag's job for its op, description and needs; when @dag is NULL (the
+ * job file no longer loads) or has no such step, the object holds no
+ * "op" and empty needs (docs/report.schema.json allows that only with
+ * the codes EJOB and EJOBCHANGED).
+ */
+json_t *report_step_refused(const struct dag *dag, const char *id,
+                            const char *code, const char *message);
+
 /* The effective `needs` of step @i: ids of every predecessor. */
 json_t *report_needs(const struct dag *dag, size_t i);
 

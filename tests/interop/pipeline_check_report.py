@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 # Validate diskforge run reports against docs/report.schema.json.
 # usage: pipeline_check_report.py REPORT.json...   (exit 0: all valid)
+#        pipeline_check_report.py --step RESULT.json...   (one step's
+#        object, as `diskforge step --result` writes it: $defs/step)
 import json, os, sys
 import jsonschema
 
@@ -8,9 +10,14 @@ here = os.path.dirname(os.path.abspath(__file__))
 schema_path = os.path.join(here, '..', '..', 'docs', 'report.schema.json')
 with open(schema_path) as f:
     schema = json.load(f)
+paths = sys.argv[1:]
+if paths[:1] == ['--step']:
+    paths = paths[1:]
+    schema = {'$schema': schema['$schema'], '$defs': schema['$defs'],
+              '$ref': '#/$defs/step'}
 validator = jsonschema.Draft202012Validator(schema)
 bad = 0
-for path in sys.argv[1:]:
+for path in paths:
     with open(path, 'rb') as f:
         raw = f.read()
     try:

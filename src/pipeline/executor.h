@@ -36,6 +36,7 @@
 #define DF_PIPELINE_EXECUTOR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "runner.h"
 
@@ -81,6 +82,33 @@ struct executor {
 /* The thread pool, @threads workers, running @run's steps with its op
  * table and hooks.  NULL when the threads cannot start. */
 struct executor *executor_local_new(struct run *run, unsigned threads);
+
+/* What the Slurm executor (exec-slurm.c) needs; the strings are borrowed
+ * and must outlive it. */
+struct slurm_opts {
+    const char *job_path;   /* the job file, absolute (on shared storage) */
+    const char *job_name;   /* JOB in the Slurm job names diskforge:JOB:ID */
+    const char *self;       /* the diskforge program, absolute */
+    const char *job_sha256; /* hex: every step's --expect-job-sha256 */
+    const char *version;    /* every step's --expect-version */
+    const char *const *set; /* the run's --set NAME=VALUE, passed on */
+    size_t n_set;
+    const char *const *args; /* --slurm-arg: more sbatch arguments, each
+                              * one word, after diskforge's own */
+    size_t n_args;
+    int poll_ms;            /* between squeue calls; 0: 1000 */
+};
+
+/*
+ * executor_slurm_new() - each step a Slurm job (SPEC §7), submitted with
+ * sbatch, watched with squeue (at most one call per poll_ms), its outcome
+ * read from the step's result file.  NULL with @err set when @o is not
+ * usable (a relative path).
+ */
+struct executor *executor_slurm_new(const struct slurm_opts *o,
+                                    struct df_error *err);
+/* How many times it ran squeue (the benchmark's figure). */
+unsigned long executor_slurm_polls(const struct executor *ex);
 
 /*
  * run_step_execute() - run step @rs here and now: the op table's before,

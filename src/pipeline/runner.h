@@ -133,6 +133,10 @@ struct run_step {
     enum run_repro reproducible; /* set by the hooks' finished() */
     bool begun;              /* the observer was told it started */
     int64_t slurm_job_id;    /* the Slurm job that ran it; 0: none */
+    /* the report's error code when it is not df_strerror(ctx.err.code):
+     * a code only a step run elsewhere gives (EJOBCHANGED, EVERSION) or
+     * the Slurm executor's ESLURM; "" otherwise */
+    char err_code[24];
 };
 
 struct run_observer {

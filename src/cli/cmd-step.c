@@ -205,7 +205,7 @@ static int run_step(const struct step_args *a, const struct job *job,
 }
 
 static int step_loaded(const struct step_args *a, const struct job *job,
-                       const struct dag *dag)
+                       const struct dag *dag, const struct job_diags *diags)
 {
     const struct job_step *s;
     char hex[65];
@@ -217,8 +217,16 @@ static int step_loaded(const struct step_args *a, const struct job *job,
                       a->expect_sha256);
     }
     if (!job) {
-        return refuse(a, NULL, "EJOB", CLI_USAGE, "'%s' is not a valid job",
-                      a->job_path);
+        /* the first problem; stderr has them all */
+        const struct job_diag *d = diags->n ? &diags->v[0] : NULL;
+        char where[32] = "";
+        if (d && d->loc.line > 0) {
+            snprintf(where, sizeof(where), "line %d: ", d->loc.line);
+        }
+        return refuse(a, NULL, "EJOB", CLI_USAGE, "'%s' is not a valid job "
+                      "(%zu error%s): %s%s", a->job_path, diags->n,
+                      diags->n == 1 ? "" : "s", where,
+                      d ? d->msg : "unknown error");
     }
     s = job_find_step(job, a->id);
     if (!s) {
@@ -257,7 +265,7 @@ int cmd_step(int argc, char **argv)
         job = NULL;
         dag = NULL;
     }
-    ret = step_loaded(&a, job, dag);
+    ret = step_loaded(&a, job, dag, &diags);
     dag_free(dag);
     job_free(job);
     job_diags_release(&diags);

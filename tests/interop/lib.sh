@@ -68,6 +68,7 @@ Q_ERR="$T_TMP/.q.err"
 t_cleanup() {
     local rc=$?
     stop_tracked
+    slurm_stop
     if [[ -n "${DF_KEEP_TMP:-}" || $T_FAILS -ne 0 ]] ||
        ((rc != 0 && rc != 77)); then
         echo "($T_NAME: files kept in $T_TMP)" >&2
@@ -338,6 +339,13 @@ report_ok() {
 # rjson FILE PYEXPR: print PYEXPR evaluated with r = the JSON in FILE.
 rjson() {
     "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+# step_result_ok FILE: a `diskforge step --result` file valid against the
+# schema's step object.
+step_result_ok() {
+    T_CHECKS=$((T_CHECKS + 1))
+    "$PY" "$T_SRC/tests/interop/pipeline_check_report.py" --step "$1" 2>"$T_TMP/.schema.err" ||
+        { bad "$(basename "$1") does not match the schema's step object"; show "$T_TMP/.schema.err"; }
 }
 # need_jsonschema: skip (77) without python3-jsonschema.
 need_jsonschema() {
@@ -730,4 +738,43 @@ table_row() {
         line+=" $c |"
     done
     printf '%s\n' "$line" | tee -a "$T_TABLE"
+}
+
+# --- Slurm ------------------------------------------------------------------
+
+# slurm_start: start a private single-node Slurm (tests/slurm-cluster.sh)
+# in $T_TMP/slurm and source its environment (SLURM_CONF, DF_SLURM_*), so
+# sbatch, squeue and scancel talk to it.  Skips the test (77) where Slurm
+# cannot start (not root, slurm-wlm or munge missing), saying why; a
+# cluster that should start and does not is a failure.  The exit trap
+# stops it (slurm_stop); T_SLURM_PIDS holds its daemons' PIDs.
+T_SLURM_DIR=""
+T_SLURM_PIDS=""
+slurm_start() {
+    local env rc=0
+    T_SLURM_DIR="$T_TMP/slurm"
+    mkdir -p "$T_SLURM_DIR"
+    env=$("$T_SRC/tests/slurm-cluster.sh" start "$T_SLURM_DIR" 2>"$T_TMP/.slurm.err") || rc=$?
+    if ((rc == 77)); then
+        echo "SKIP: $T_NAME: $(sed 's/^slurm-cluster: SKIP: //' "$T_TMP/.slurm.err")"
+        T_SLURM_DIR=""
+        exit 77
+    elif ((rc != 0)); then
+        T_SLURM_DIR=""
+        bad "the test cluster did not start (tests/slurm-cluster.sh exit $rc)"
+        show "$T_TMP/.slurm.err" 80
+        finish
+    fi
+    # shellcheck source=/dev/null
+    . "$env"
+    # shellcheck disable=SC2153 # set by the env file
+    T_SLURM_PIDS=$DF_SLURM_PIDS
+}
+# slurm_stop: stop the cluster slurm_start started (exactly its daemons, by
+# PID), if any; 1 if one survived.
+slurm_stop() {
+    local d=$T_SLURM_DIR
+    [[ -n $d ]] || return 0
+    T_SLURM_DIR=""
+    "$T_SRC/tests/slurm-cluster.sh" stop "$d" >&2
 }

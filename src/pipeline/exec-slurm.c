@@ -307,21 +307,48 @@ static char *dependency_arg(struct exec_slurm *s, size_t i)
     return arg;
 }
 
-/* The job id in sbatch --parsable's output ("ID" or "ID;CLUSTER"), on
- * its last line (warnings may come first); 0 if none. */
+/* The job id in sbatch --parsable's output: the line that is "ID" or
+ * "ID;CLUSTER" (warnings may come before or after it); 0 if none. */
 static int64_t parse_job_id(const char *out)
 {
-    const char *line = strrchr(out, '\n');
-    char *end;
-    long long v;
+    int64_t id = 0;
 
-    line = line ? line + 1 : out;
-    errno = 0;
-    v = strtoll(line, &end, 10);
-    if (errno || end == line || (*end && *end != ';') || v <= 0) {
-        return 0;
+    for (const char *line = out; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        char *end;
+        long long v;
+        errno = 0;
+        v = strtoll(line, &end, 10);
+        if (!errno && end != line && v > 0 && line[0] != '-' &&
+            line[0] != '+' && (*end == ';' || *end == '\n' || !*end)) {
+            id = v;
+        }
+        line = nl ? nl + 1 : NULL;
     }
-    return v;
+    return id;
+}
+
+/* @s with every % doubled: sbatch's --output expands %-patterns. */
+static char *escape_percent(const char *s)
+{
+    size_t n = 0;
+    char *out, *o;
+
+    for (const char *p = s; *p; p++) {
+        n += *p == '%' ? 2 : 1;
+    }
+    out = o = malloc(n + 1);
+    if (!out) {
+        return NULL;
+    }
+    for (const char *p = s; *p; p++) {
+        *o++ = *p;
+        if (*p == '%') {
+            *o++ = '%';
+        }
+    }
+    *o = '\0';
+    return out;
 }
 
 static int slurm_start(struct executor *ex, struct run_step *rs)
@@ -329,7 +356,7 @@ static int slurm_start(struct executor *ex, struct run_step *rs)
     struct exec_slurm *s = (struct exec_slurm *)ex;
     const struct job_step *st = rs->ctx.step;
     char *script = NULL, *name = NULL, *output = NULL, *chdir_arg = NULL;
-    char *dep = NULL, **argv = NULL, out[4096];
+    char *dep = NULL, **argv = NULL, *dir_pct = NULL, out[4096];
     struct sjob *j;
     size_t n = 0;
     int rc, ret = 0;
@@ -343,7 +370,8 @@ static int slurm_start(struct executor *ex, struct run_step *rs)
         asprintf(&script, "%s/%s.%s.sh", s->dir, st->id, s->token) < 0 ||
         asprintf(&name, "--job-name=diskforge:%s:%s", s->o.job_name,
                  st->id) < 0 ||
-        asprintf(&output, "--output=%s/%s-%%j.out", s->dir, st->id) < 0 ||
+        !(dir_pct = escape_percent(s->dir)) ||
+        asprintf(&output, "--output=%s/%s-%%j.out", dir_pct, st->id) < 0 ||
         asprintf(&chdir_arg, "--chdir=%s", s->job_dir[0] ? s->job_dir
                                                           : "/") < 0 ||
         !(argv = calloc(s->o.n_args + 10, sizeof(*argv)))) {
@@ -386,6 +414,7 @@ static int slurm_start(struct executor *ex, struct run_step *rs)
     s->order[s->n_order++] = rs->index;
 out:
     free(argv);
+    free(dir_pct);
     free(dep);
     free(chdir_arg);
     free(output);

@@ -11,7 +11,11 @@
 # - an up-to-date rerun submits nothing: no slurm_job_id, no new log, no
 #   new job known to Slurm;
 # - a failing step: exit 1, its error from the step's result, its
-#   dependents skipped, no temporary left, nothing of ours queued;
+#   dependents skipped, a pending independent job cancelled (skipped) and
+#   a running one finished, no temporary left, nothing of ours queued;
+#   with --keep-going the independent steps run;
+# - a job killed outright (SIGKILL, no result file): the step fails with
+#   ESLURM naming the Slurm job, scontrol's state and its log;
 # - SIGINT during a long step: exit 130, report "interrupted", no
 #   temporary left, and squeue holds none of our jobs;
 # - sbatch failing (the controller unreachable): exit 1, the step fails
@@ -108,6 +112,9 @@ print("; ".join(bad) or f"ok ({edges} edges)")' "$job.slurm.json" "$job.times")"
 done
 
 # ---- a failing step ----
+# bad fails about 2 s in, while "long" still sleeps and "after-long" waits
+# on it: without --keep-going the pending job is cancelled (skipped), the
+# running one finishes; with --keep-going both run.
 set_case "a failing step"
 mkdir -p fail
 cat > fail/job.yaml <<'YAML'
@@ -118,22 +125,74 @@ steps:
   - {id: bad, op: check, image: out/missing.qcow2, needs: [base]}
   - {id: after-bad, op: overlay, image: out/ab.qcow2, backing: out/base.qcow2, needs: [bad]}
   - {id: later, op: digest, image: out/ab.qcow2}
+  - {id: long, op: command, argv: [sleep, "8"]}
+  - {id: after-long, op: create, image: out/al.qcow2, format: qcow2, size: 1M, needs: [long]}
 YAML
 run_df run fail/job.yaml --executor slurm
 expect_eq "exit" "$DF_RC" 1 "$DF_ERR"
 r=fail/job.report.json
 report_ok "$r"
 expect_eq "statuses" "$(rjson "$r" '" ".join(s["status"] for s in r["steps"])')" \
-    "succeeded failed skipped skipped"
+    "succeeded failed skipped skipped succeeded skipped"
 expect_eq "bad's error code, from its result" "$(rjson "$r" 'r["steps"][1]["error"]["code"]')" ENOENT
 expect_true "bad's message names the image" \
     grep -q missing.qcow2 <<<"$(rjson "$r" 'r["steps"][1]["error"]["message"]')"
 expect_true "after-bad skipped because of bad" \
     grep -q "'bad', which failed" <<<"$(rjson "$r" 'r["steps"][2]["error"]["message"]')"
+expect_true "after-long, pending, was cancelled: not started" \
+    grep -q "stopped after step 'bad' failed" <<<"$(rjson "$r" 'r["steps"][5]["error"]["message"]')"
+expect_eq "after-long never ran" "$(rjson "$r" 'r["steps"][5]["started_at"]')" None
 expect_eq "run status" "$(rjson "$r" 'r["status"]')" failed
 expect_eq "no temporary left" "$(temps_in fail)" ""
 expect_eq "none of our jobs queued" "$(ours_queued slurm-fail)" 0
 expect_true "stderr names the failed step" grep -q "step 'bad' failed" "$DF_ERR"
+
+set_case "a failing step, --keep-going"
+rm -rf fail/out fail/.diskforge/*.db
+run_df run fail/job.yaml --executor slurm --keep-going
+expect_eq "exit" "$DF_RC" 1 "$DF_ERR"
+report_ok "$r"
+expect_eq "statuses" "$(rjson "$r" '" ".join(s["status"] for s in r["steps"])')" \
+    "succeeded failed skipped skipped succeeded succeeded"
+expect_eq "none of our jobs queued" "$(ours_queued slurm-fail)" 0
+
+# ---- a job that dies without writing its result ----
+set_case "a job killed outright"
+mkdir -p kill
+cat > kill/job.yaml <<'YAML'
+version: 1
+name: slurm-kill
+steps:
+  - {id: victim, op: command, argv: [sleep, "60"]}
+  - {id: after, op: create, image: out/a.qcow2, format: qcow2, size: 1M, needs: [victim]}
+YAML
+t0=$SECONDS
+"$DISKFORGE" run kill/job.yaml --executor slurm >kill.out 2>kill.err &
+pid=$!
+T_PIDS+=("$pid")
+jid=""
+until [[ -n $jid ]] || ((SECONDS - t0 > 60)); do
+    jid=$(squeue -h -t R -o '%i %j' | awk '$2 == "diskforge:slurm-kill:victim" { print $1 }')
+    sleep 0.1
+done
+if expect_true "the victim's job runs" test -n "$jid"; then
+    # SIGKILL to the batch step (diskforge step itself): no result can be
+    # written, and Slurm does not count it as cancelled
+    scancel --batch --signal=KILL "$jid"
+    rc=0
+    wait "$pid" || rc=$?
+    T_PIDS=()
+    expect_eq "exit" "$rc" 1 kill.err
+    r=kill/job.report.json
+    report_ok "$r"
+    expect_eq "victim: ESLURM" "$(rjson "$r" 'r["steps"][0]["error"]["code"]')" ESLURM
+    msg=$(rjson "$r" 'r["steps"][0]["error"]["message"]')
+    expect_true "the message names the Slurm job $jid" grep -q "Slurm job $jid left the queue" <<<"$msg"
+    expect_true "... scontrol's state" grep -q "JobState=" <<<"$msg"
+    expect_true "... and its log" grep -q "victim-$jid.out" <<<"$msg"
+    expect_eq "after: skipped" "$(rjson "$r" 'r["steps"][1]["status"]')" skipped
+    expect_eq "none of our jobs queued" "$(ours_queued slurm-kill)" 0
+fi
 
 # ---- SIGINT during a long step ----
 set_case "SIGINT during a long step"
@@ -180,17 +239,19 @@ fi
 set_case "the controller unreachable"
 mkdir -p down
 cp fail/job.yaml down/job.yaml
+known=$(jobs_known)
 sed 's/^SlurmctldPort=.*/SlurmctldPort=1/' "$SLURM_CONF" >down.conf
 SLURM_CONF=$T_TMP/down.conf run_df run down/job.yaml --executor slurm
 expect_eq "exit" "$DF_RC" 1 "$DF_ERR"
 r=down/job.report.json
 report_ok "$r"
 expect_eq "statuses" "$(rjson "$r" '" ".join(s["status"] for s in r["steps"])')" \
-    "failed skipped skipped skipped"
+    "failed skipped skipped skipped skipped skipped"
 expect_eq "base: ESLURM" "$(rjson "$r" 'r["steps"][0]["error"]["code"]')" ESLURM
 expect_true "base: sbatch's message" \
     grep -q "Unable to contact slurm controller" <<<"$(rjson "$r" 'r["steps"][0]["error"]["message"]')"
-expect_eq "nothing submitted" "$(logs_of down)" 0
+expect_eq "nothing submitted: no log" "$(logs_of down)" 0
+expect_eq "nothing submitted: no new Slurm job" "$(jobs_known)" "$known"
 expect_eq "no slurm_job_id" "$(rjson "$r" 'sum("slurm_job_id" in s for s in r["steps"])')" 0
 
 # ---- bad usage ----

@@ -347,6 +347,19 @@ step_result_ok() {
     "$PY" "$T_SRC/tests/interop/pipeline_check_report.py" --step "$1" 2>"$T_TMP/.schema.err" ||
         { bad "$(basename "$1") does not match the schema's step object"; show "$T_TMP/.schema.err"; }
 }
+# no_sanitizer_report FILE...: none of the files (logs of diskforge runs
+# the test did not start through run_df) holds a sanitizer report.
+no_sanitizer_report() {
+    local f
+    for f in "$@"; do
+        T_CHECKS=$((T_CHECKS + 1))
+        if grep -qE 'Sanitizer|runtime error:' "$f" 2>/dev/null; then
+            bad "$(basename "$f") holds a sanitizer report"
+            show "$f" 40
+        fi
+    done
+    return 0
+}
 # need_jsonschema: skip (77) without python3-jsonschema.
 need_jsonschema() {
     "$PY" -c 'import jsonschema' 2>/dev/null ||
@@ -745,8 +758,10 @@ table_row() {
 # slurm_start: start a private single-node Slurm (tests/slurm-cluster.sh)
 # in $T_TMP/slurm and source its environment (SLURM_CONF, DF_SLURM_*), so
 # sbatch, squeue and scancel talk to it.  Skips the test (77) where Slurm
-# cannot start (not root, slurm-wlm or munge missing), saying why; a
-# cluster that should start and does not is a failure.  The exit trap
+# cannot start (not root, slurm-wlm or munge missing), saying why, unless
+# DF_REQUIRE_SLURM=1 (.ci/run: there a skip would hide that the Slurm
+# tests did not run); a cluster that should start and does not is a
+# failure.  The exit trap
 # stops it (slurm_stop); T_SLURM_PIDS holds its daemons' PIDs.
 T_SLURM_DIR=""
 T_SLURM_PIDS=""
@@ -755,13 +770,13 @@ slurm_start() {
     T_SLURM_DIR="$T_TMP/slurm"
     mkdir -p "$T_SLURM_DIR"
     env=$("$T_SRC/tests/slurm-cluster.sh" start "$T_SLURM_DIR" 2>"$T_TMP/.slurm.err") || rc=$?
-    if ((rc == 77)); then
+    if ((rc == 77)) && [[ ${DF_REQUIRE_SLURM:-0} != 1 ]]; then
         echo "SKIP: $T_NAME: $(sed 's/^slurm-cluster: SKIP: //' "$T_TMP/.slurm.err")"
         T_SLURM_DIR=""
         exit 77
     elif ((rc != 0)); then
         T_SLURM_DIR=""
-        bad "the test cluster did not start (tests/slurm-cluster.sh exit $rc)"
+        bad "the test cluster did not start (tests/slurm-cluster.sh exit $rc${DF_REQUIRE_SLURM:+, and DF_REQUIRE_SLURM=$DF_REQUIRE_SLURM})"
         show "$T_TMP/.slurm.err" 80
         finish
     fi

@@ -113,6 +113,8 @@ else
     bad "sbatch refused the job: $j5"
 fi
 
+no_sanitizer_report .diskforge/slurm/*.out
+
 set_case "stopping the cluster"
 pids=$T_SLURM_PIDS
 not_ours() { ! grep -qxE 'munged|slurmctld|slurmd' "/proc/$1/comm" 2>/dev/null; }

@@ -325,6 +325,7 @@ static struct executor *slurm_executor(const struct run_args *a,
     o->version = DF_CLI_VERSION;
     o->set = a->set_args;
     o->n_set = a->n_set_args;
+    o->untrusted = a->untrusted;
     o->args = a->slurm_args;
     o->n_args = a->n_slurm_args;
     return executor_slurm_new(o, err);

@@ -8,7 +8,7 @@
  * order, so theirs are known), `--kill-on-invalid-dep=yes`, the name
  * `diskforge:JOB:ID` and the log `.diskforge/slurm/ID-%j.out` beside the
  * job file.  The job's script is a file this executor writes: one `exec`
- * line of `diskforge step ABSJOB ID --result FILE --set...
+ * line of `diskforge step ABSJOB ID --result FILE --set... [--untrusted]
  * --expect-job-sha256 HEX --expect-version V`, every word single-quoted
  * here (no user text is ever parsed by a shell); sbatch keeps a copy, so
  * the file is removed once sbatch returns.  sbatch, squeue, scancel and
@@ -265,6 +265,9 @@ static int write_script(struct exec_slurm *s, const char *path,
     for (size_t k = 0; k < s->o.n_set; k++) {
         fputs(" --set ", f);
         put_quoted(f, s->o.set[k]);
+    }
+    if (s->o.untrusted) {
+        fputs(" --untrusted", f);
     }
     fputs(" --expect-job-sha256 ", f);
     put_quoted(f, s->o.job_sha256);

@@ -93,6 +93,7 @@ struct slurm_opts {
     const char *version;    /* every step's --expect-version */
     const char *const *set; /* the run's --set NAME=VALUE, passed on */
     size_t n_set;
+    bool untrusted;         /* run --untrusted: every step gets it too */
     const char *const *args; /* --slurm-arg: more sbatch arguments, each
                               * one word, after diskforge's own */
     size_t n_args;

@@ -20,7 +20,9 @@
 #   temporary left, and squeue holds none of our jobs;
 # - sbatch failing (the controller unreachable): exit 1, the step fails
 #   with ESLURM and sbatch's message, nothing is submitted;
-# - --executor with another name, or --slurm-arg without slurm: exit 2.
+# - --executor with another name, or --slurm-arg without slurm: exit 2;
+# - no sanitizer report in any job's log (an ASan build runs its steps
+#   under ASan too).
 . "$(dirname "$0")/lib.sh"
 need_jsonschema
 slurm_start
@@ -253,6 +255,12 @@ expect_true "base: sbatch's message" \
 expect_eq "nothing submitted: no log" "$(logs_of down)" 0
 expect_eq "nothing submitted: no new Slurm job" "$(jobs_known)" "$known"
 expect_eq "no slurm_job_id" "$(rjson "$r" 'sum("slurm_job_id" in s for s in r["steps"])')" 0
+
+# ---- the jobs' logs ----
+set_case "the jobs' logs"
+expect_eq "no sanitizer report in any job's log" \
+    "$(grep -lE 'Sanitizer|runtime error:' "$jobs"/.diskforge/slurm/*.out \
+        {fail,kill,int}/.diskforge/slurm/*.out 2>/dev/null | head -3)" ""
 
 # ---- bad usage ----
 set_case "bad usage"

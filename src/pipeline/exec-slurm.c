@@ -47,6 +47,8 @@ extern char **environ;
 
 /* squeue failing this many polls in a row gives up on the jobs left. */
 #define SQUEUE_TRIES 120
+/* A longer job list than this is not passed to squeue -j. */
+#define SQUEUE_LIST_MAX (64u << 10)
 
 struct sjob {
     int64_t id;          /* Slurm's job id; 0: not submitted */
@@ -125,7 +127,8 @@ static void put_quoted(FILE *f, const char *w)
 /*
  * Run @argv (argv[0] looked up in PATH), its stdout and stderr together
  * into @out (NUL-terminated, trailing newlines cut).  Returns the exit
- * status (0-255; 127: could not start, with @out saying why).
+ * status (0-255; 127: could not start, with @out saying why; 125 when
+ * the output did not fit in @outlen).
  */
 static int command(char *const argv[], char *out, size_t outlen)
 {
@@ -153,6 +156,9 @@ static int command(char *const argv[], char *out, size_t outlen)
         cap.len--;
     }
     out[cap.len] = '\0';
+    if (cap.total > outlen - 1) {
+        return 125;
+    }
     if (WIFEXITED(status)) {
         return WEXITSTATUS(status);
     }
@@ -577,7 +583,7 @@ static void lost(struct exec_slurm *s, size_t i)
 static bool squeue(struct exec_slurm *s)
 {
     char *list = NULL, *out, *argv[7];
-    size_t len = 0;
+    size_t len = 0, outlen;
     int rc;
 
     for (size_t k = 0; k < s->n_order; k++) {
@@ -588,7 +594,12 @@ static bool squeue(struct exec_slurm *s)
     if (!list) {
         return true;
     }
-    out = malloc(OUTPUT_LIMIT);
+    /* "ID ST\n" a job: room for all of ours (with --me, for many more) */
+    outlen = OUTPUT_LIMIT + s->n_order * 32;
+    if (len > SQUEUE_LIST_MAX) {
+        outlen *= 16;
+    }
+    out = malloc(outlen);
     if (!out) {
         free(list);
         return false;
@@ -600,10 +611,17 @@ static bool squeue(struct exec_slurm *s)
     argv[4] = "-j";
     argv[5] = list;
     argv[6] = NULL;
-    rc = command(argv, out, OUTPUT_LIMIT);
+    if (len > SQUEUE_LIST_MAX) {
+        /* one argument is limited (128 KiB on Linux): ask for all of the
+         * user's jobs instead, and pick ours out below */
+        argv[4] = "--me";
+        argv[5] = NULL;
+    }
+    rc = command(argv, out, outlen);
     s->polls++;
-    if (rc != 0 && !strstr(out, "Invalid job id")) {
-        snprintf(s->squeue_err, sizeof(s->squeue_err), "%s", out);
+    if (rc != 0 && (rc == 125 || !strstr(out, "Invalid job id"))) {
+        snprintf(s->squeue_err, sizeof(s->squeue_err), "%s",
+                 rc == 125 ? "its output was too long" : out);
         free(out);
         free(list);
         return false;

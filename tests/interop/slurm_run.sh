@@ -20,6 +20,8 @@
 #   temporary left, and squeue holds none of our jobs;
 # - sbatch failing (the controller unreachable): exit 1, the step fails
 #   with ESLURM and sbatch's message, nothing is submitted;
+# - a --set value with quotes, spaces, $, %, ` reaches the step as it
+#   was given, and a --slurm-arg reaches sbatch as one word;
 # - --executor with another name, or --slurm-arg without slurm: exit 2;
 # - no sanitizer report in any job's log (an ASan build runs its steps
 #   under ASan too).
@@ -255,6 +257,29 @@ expect_true "base: sbatch's message" \
 expect_eq "nothing submitted: no log" "$(logs_of down)" 0
 expect_eq "nothing submitted: no new Slurm job" "$(jobs_known)" "$known"
 expect_eq "no slurm_job_id" "$(rjson "$r" 'sum("slurm_job_id" in s for s in r["steps"])')" 0
+
+# ---- words that a shell would mangle ----
+set_case "--set and --slurm-arg reach the step and sbatch as they are"
+mkdir -p quote
+cat > quote/job.yaml <<'YAML'
+version: 1
+name: slurm-quote
+vars: {out: out}
+steps:
+  - {id: a, op: create, image: "${out}/a.qcow2", format: qcow2, size: 1M}
+  - id: b
+    op: command
+    argv: [sh, -c, 'printf "%s" "$0" > "$1"', "${out}", "${out}/b.txt"]
+    outputs: ["${out}/b.txt"]
+    needs: [a]
+YAML
+word='o u'"'"'t $HOME "x" %j; `id`'
+df_ok run quote/job.yaml --executor slurm --set "out=$word" \
+    "--slurm-arg=--comment=two words; \$x" || show "$DF_OUT"
+expect_eq "the step got the --set value" "$(cat "quote/$word/b.txt" 2>/dev/null)" "$word"
+jid=$(rjson quote/job.report.json 'r["steps"][1]["slurm_job_id"]')
+expect_true "sbatch got the --slurm-arg as one word" \
+    grep -qF 'Comment=two words; $x' <<<"$(scontrol -o show job "$jid")"
 
 # ---- the jobs' logs ----
 set_case "the jobs' logs"

@@ -75,6 +75,8 @@ struct exec_slurm {
     struct sjob *jobs;      /* by step index */
     size_t *order;          /* step indices in submission order */
     size_t n_order;
+    size_t *by_id;          /* the same, sorted by Slurm job id */
+    size_t n_by_id;         /* how many of order[] by_id holds */
     char *dir;              /* JOBDIR/.diskforge/slurm */
     char *job_dir;
     char token[48];         /* this run's part of the file names */
@@ -236,9 +238,10 @@ static int setup(struct exec_slurm *s, struct run *run, struct df_error *err)
     s->run = run;
     s->jobs = calloc(n, sizeof(*s->jobs));
     s->order = calloc(n, sizeof(*s->order));
+    s->by_id = calloc(n, sizeof(*s->by_id));
     s->ev = calloc(3 * n, sizeof(*s->ev));
     s->job_dir = strndup(s->o.job_path, (size_t)(slash - s->o.job_path));
-    if (!s->jobs || !s->order || !s->ev || !s->job_dir ||
+    if (!s->jobs || !s->order || !s->by_id || !s->ev || !s->job_dir ||
         asprintf(&s->dir, "%s/.diskforge/slurm",
                  s->job_dir[0] ? s->job_dir : "/") < 0) {
         s->dir = NULL;
@@ -578,6 +581,41 @@ static void lost(struct exec_slurm *s, size_t i)
     report_done(s, i);
 }
 
+/* For qsort_r(): two step indices by their Slurm job ids in @jobs. */
+static int id_cmp(const void *a, const void *b, void *jobs)
+{
+    const struct sjob *j = jobs;
+    int64_t x = j[*(const size_t *)a].id, y = j[*(const size_t *)b].id;
+
+    return (x > y) - (x < y);
+}
+
+/* The submitted job whose Slurm id is @id, or NULL. */
+static struct sjob *job_by_id(struct exec_slurm *s, long long id)
+{
+    size_t lo = 0, hi;
+
+    if (s->n_by_id != s->n_order) {
+        memcpy(s->by_id, s->order, s->n_order * sizeof(*s->by_id));
+        qsort_r(s->by_id, s->n_order, sizeof(*s->by_id), id_cmp, s->jobs);
+        s->n_by_id = s->n_order;
+    }
+    hi = s->n_by_id;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        struct sjob *j = &s->jobs[s->by_id[mid]];
+        if (j->id == id) {
+            return j;
+        }
+        if (j->id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
 /* One squeue for every job still queued: updates queued/running_seen.
  * False when squeue failed (nothing changed). */
 static bool squeue(struct exec_slurm *s)
@@ -631,6 +669,7 @@ static bool squeue(struct exec_slurm *s)
     }
     for (char *line = rc == 0 ? out : NULL, *next; line && *line;
          line = next) {
+        struct sjob *j;
         char *end;
         long long id;
         next = strchr(line, '\n');
@@ -638,14 +677,12 @@ static bool squeue(struct exec_slurm *s)
             *next++ = '\0';
         }
         id = strtoll(line, &end, 10);
-        for (size_t k = 0; k < s->n_order && *end == ' '; k++) {
-            struct sjob *j = &s->jobs[s->order[k]];
-            if (j->id == id) {
-                j->queued = true;
-                if (strcmp(end + 1, "PD") != 0) {
-                    j->running_seen = true;
-                }
-            }
+        if (*end != ' ' || !(j = job_by_id(s, id))) {
+            continue;
+        }
+        j->queued = true;
+        if (strcmp(end + 1, "PD") != 0) {
+            j->running_seen = true;
         }
     }
     free(out);
@@ -827,6 +864,7 @@ static void slurm_free(struct executor *ex)
     }
     free(s->jobs);
     free(s->order);
+    free(s->by_id);
     free(s->ev);
     free(s->dir);
     free(s->job_dir);

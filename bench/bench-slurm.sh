@@ -14,8 +14,9 @@
 #  - the coordinator's CPU time (its own and its children's: sbatch,
 #    squeue, scancel) per step, local and slurm;
 #  - the submission phase: from the first sbatch's start to the last's
-#    end, per step; and the merge latency: from the last step's result
-#    file to the coordinator's exit;
+#    end, per step; and the merge latency: from the last step's log write
+#    to the coordinator's exit; together, per step, the coordinator's own
+#    share of the wall time (the rest is Slurm launching batch jobs);
 #  - squeue calls: their number against the run's seconds, and the
 #    shortest gap between two (it must be >= 1 s: one call a second,
 #    whatever the number of jobs).
@@ -134,6 +135,8 @@ lw=$(med "${loc_wall[@]}") sw=$(med "${sl_wall[@]}")
         'BEGIN { printf "| coordinator CPU per step (with children) | %.2f ms | %.2f ms |\n", 1000 * a / n, 1000 * b / n }'
     awk -v a="$(med "${sub[@]}")" 'BEGIN { printf "| submission (sbatch) per step | | %.1f ms |\n", 1000 * a }'
     awk -v a="$(med "${merge[@]}")" 'BEGIN { printf "| last step ended -> coordinator exit | | %.2f s |\n", a }'
+    awk -v a="$(med "${sub[@]}")" -v b="$(med "${merge[@]}")" -v n="$STEPS" \
+        'BEGIN { printf "| coordinator wall per step (submission + end latency / steps) | | %.1f ms |\n", 1000 * (a + b / n) }'
     awk -v a="$(med "${polls[@]}")" -v b="$(med "${rate[@]}")" \
         'BEGIN { printf "| squeue calls (per second of run) | | %d (%.2f/s) |\n", a, b }'
     echo "| shortest gap between two squeue calls | | $(printf '%s\n' "${gaps[@]}" | sort -g | head -1) s |"

@@ -40,7 +40,7 @@
 #include <unistd.h>
 
 #include "diskforge/ops.h" /* df_digest_hex() */
-#include "ops-disk.h"       /* op_spawn(), op_supervise() */
+#include "ops-disk.h"       /* op_spawn() */
 #include "report.h"
 
 extern char **environ;
@@ -135,8 +135,10 @@ static void put_quoted(FILE *f, const char *w)
 static int command(char *const argv[], char *out, size_t outlen)
 {
     struct op_ctx ctx = { 0 };
-    struct capture cap = { out, 0, 0, outlen - 1 };
     int pipefd[2], status = 0;
+    size_t len = 0;
+    bool cut = false;
+    char chunk[4096];
     pid_t pid;
 
     out[0] = '\0';
@@ -152,13 +154,32 @@ static int command(char *const argv[], char *out, size_t outlen)
         return 127;
     }
     close(pipefd[1]);
-    op_supervise(&ctx, pipefd[0], pid, &cap, &status);
-    close(pipefd[0]);
-    while (cap.len && (out[cap.len - 1] == '\n' || out[cap.len - 1] == ' ')) {
-        cap.len--;
+    /* Slurm's commands leave nothing behind that holds the pipe: read to
+     * its end, then reap (no polling, no sleep: a call costs what the
+     * command costs) */
+    for (;;) {
+        ssize_t n = read(pipefd[0], chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        if (len + (size_t)n >= outlen) {
+            cut = true;
+            n = (ssize_t)(outlen - 1 - len);
+        }
+        memcpy(out + len, chunk, (size_t)n);
+        len += (size_t)n;
     }
-    out[cap.len] = '\0';
-    if (cap.total > outlen - 1) {
+    close(pipefd[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    while (len && (out[len - 1] == '\n' || out[len - 1] == ' ')) {
+        len--;
+    }
+    out[len] = '\0';
+    if (cut) {
         return 125;
     }
     if (WIFEXITED(status)) {

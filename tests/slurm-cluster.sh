@@ -29,8 +29,9 @@
 #
 # `stop` cancels the cluster's jobs, waits until none is queued, sends
 # SIGTERM to slurmd, slurmctld and munged (in that order) by PID, and
-# waits until each is gone (SIGKILL after 30 s).  It is safe to run twice,
-# and after a `start` that failed half-way.
+# waits until each is gone (SIGKILL after 30 s; a zombie that init has not
+# reaped yet counts as gone), and until slurmctld's child slurmscriptd is.
+# It is safe to run twice, and after a `start` that failed half-way.
 #
 # Exit codes: 0 done; 77 Slurm cannot start here (not root, or slurm-wlm
 # or munge not installed; a message on stderr says which): the caller
@@ -69,9 +70,15 @@ free_port() {
 s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-alive() { kill -0 "$1" 2>/dev/null; }
+# alive PID: PID runs (a zombie, dead but not yet reaped by init, is not)
+alive() {
+    local st
+    kill -0 "$1" 2>/dev/null || return 1
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ ${st:0:1} != Z ]]
+}
 # ours PID NAME: PID is alive and still runs NAME
-ours() { [[ $(cat "/proc/$1/comm" 2>/dev/null) == "$2" ]]; }
+ours() { alive "$1" && [[ $(cat "/proc/$1/comm" 2>/dev/null) == "$2" ]]; }
 
 # wait_gone PID SECONDS: until PID is gone; 1 if it outlived SECONDS
 wait_gone() {
@@ -120,7 +127,10 @@ do_start() {
     # not: the socket gets a directory of its own, named in DIR/sockdir
     # and removed by `stop`
     local sockdir
-    sockdir=$(mktemp -d "${TMPDIR:-/tmp}/df-munge.XXXXXX")
+    local base=${TMPDIR:-/tmp}
+    # a Unix socket's path holds at most 107 bytes
+    ((${#base} <= 60)) || base=/tmp
+    sockdir=$(mktemp -d "$base/df-munge.XXXXXX")
     chmod 0755 "$sockdir"
     echo "$sockdir" >"$dir/sockdir"
     local sock=$sockdir/socket
@@ -317,12 +327,22 @@ do_stop() {
             sleep 0.2
         done
     fi
+    # slurmctld's helper, slurmscriptd, ends with it: wait for that too
+    local kids=() k
+    if ((${#ctl[@]} == 2)) && ours "${ctl[0]}" "${ctl[1]}"; then
+        mapfile -t kids < <(ps -o pid= --ppid "${ctl[0]}" 2>/dev/null || true)
+    fi
     # slurmd, slurmctld, then munged: the reverse of their start
     local rev=()
     for ((i = ${#list[@]} - 1; i >= 0; i--)); do
         rev+=("${list[i]}")
     done
     stop_pids "${rev[@]}" || rc=1
+    for k in "${kids[@]}"; do
+        k=${k// /}
+        [[ $k =~ ^[0-9]+$ ]] || continue
+        wait_gone "$k" 10 || stop_pids "$k slurmscriptd" || rc=1
+    done
     mv "$dir/pids" "$dir/pids.stopped"
     if [[ -f $dir/sockdir ]]; then
         p=$(cat "$dir/sockdir")

@@ -20,6 +20,7 @@
 static const char usage_text[] =
     "usage: diskforge step JOB.yaml ID --result FILE [--set NAME=VALUE]...\n"
     "                      [--expect-job-sha256 HEX] [--expect-version V]\n"
+    "                      [--untrusted]\n"
     "\n"
     "Run step ID of JOB.yaml alone, as `run` would run it (atomic outputs,\n"
     "image locks), and write its report object (the form of one entry of\n"
@@ -36,6 +37,8 @@ static const char usage_text[] =
     "                        job file's SHA-256 is HEX\n"
     "  --expect-version V    refuse to run (error EVERSION) unless this is\n"
     "                        diskforge V\n"
+    "  --untrusted           the step as 'untrusted: true' (`run --untrusted`\n"
+    "                        passes it on)\n"
     "  -h, --help            show this help\n"
     "\n"
     "SIGINT or SIGTERM cancels the step (error ECANCELED); its temporary\n"
@@ -51,6 +54,7 @@ struct step_args {
     const char *result;
     const char *expect_sha256;
     const char *expect_version;
+    bool untrusted;
     struct job_vars set;
 };
 
@@ -73,6 +77,7 @@ static int parse_args(int argc, char **argv, struct step_args *a)
         { "set", required_argument, NULL, 's' },
         { "expect-job-sha256", required_argument, NULL, 'J' },
         { "expect-version", required_argument, NULL, 'V' },
+        { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -90,6 +95,7 @@ static int parse_args(int argc, char **argv, struct step_args *a)
             a->expect_sha256 = optarg;
             break;
         case 'V': a->expect_version = optarg; break;
+        case CLI_OPT_UNTRUSTED: a->untrusted = true; break;
         case 's':
             if (cli_job_set("step", &a->set, optarg) != CLI_OK) {
                 return CLI_USAGE;
@@ -193,7 +199,9 @@ static int run_step(const struct step_args *a, const struct job *job,
     } else {
         cli_error("step '%s' failed: %s", a->id, rs->ctx.err.msg);
     }
-    if (run->status == RUN_INTERRUPTED) {
+    /* a signal that came as the step finished does not undo its work:
+     * the result says succeeded, and so does the exit status */
+    if (rs->status != STEP_SUCCEEDED && run->status == RUN_INTERRUPTED) {
         cli_error("interrupted by %s", cli_signal() == SIGTERM ? "SIGTERM"
                                                                : "SIGINT");
         ret = CLI_INTERRUPTED;
@@ -264,6 +272,9 @@ int cmd_step(int argc, char **argv)
     if (cli_job_load(a.job_path, &a.set, &job, &dag, &diags) != CLI_OK) {
         job = NULL;
         dag = NULL;
+    }
+    for (size_t i = 0; job && a.untrusted && i < job->n_steps; i++) {
+        job->steps[i].untrusted = true;
     }
     ret = step_loaded(&a, job, dag, &diags);
     dag_free(dag);

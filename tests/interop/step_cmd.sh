@@ -6,7 +6,8 @@
 # reads what it made; --set reaches it; a failing step writes a JSON error
 # and exits 1; an unknown id exits 2; a changed job file (EJOBCHANGED,
 # also one that no longer loads) and another diskforge version (EVERSION)
-# are refused with exit 1 before anything runs; SIGTERM and SIGINT during
+# are refused with exit 1 before anything runs; --untrusted refuses a
+# backing file outside the image's directory; SIGTERM and SIGINT during
 # a long step exit 130 within 2 s, leaving no temporary and no output.
 # Every result file is checked against the schema's step object.
 . "$(dirname "$0")/lib.sh"
@@ -158,6 +159,22 @@ set_case "the result file's directory does not exist"
 run_df step job.yaml other --result nodir/r.json
 expect_eq "exit" "$DF_RC" 1
 expect_true "stderr names the file" grep -q "nodir/r.json" "$DF_ERR"
+
+set_case "--untrusted"
+q_ok qemu-img create -q -f qcow2 -u -b /etc/passwd -F raw evil.qcow2 1M
+cat > evil.yaml <<'YAML'
+version: 1
+steps:
+  - {id: leak, op: convert, from: evil.qcow2, from_format: qcow2, to: out/leak.raw, format: raw}
+YAML
+run_df step evil.yaml leak --result leak.json --untrusted
+expect_eq "exit" "$DF_RC" 1 "$DF_ERR"
+expect_true "the error names the backing file" \
+    grep -qF "'/etc/passwd'" <<<"$(rfield leak.json 'r["error"]["message"]')"
+expect_true "no output" test ! -e out/leak.raw
+step_result_ok leak.json
+df_ok step evil.yaml leak --result leak.json
+expect_true "without it, the step is trusted (the backing file is read)" test -e out/leak.raw
 
 # ---- cancellation ----
 cat > slow.yaml <<'YAML'

@@ -21,7 +21,8 @@
 # - sbatch failing (the controller unreachable): exit 1, the step fails
 #   with ESLURM and sbatch's message, nothing is submitted;
 # - a --set value with quotes, spaces, $, %, ` reaches the step as it
-#   was given, and a --slurm-arg reaches sbatch as one word;
+#   was given, and a --slurm-arg reaches sbatch as one word; run
+#   --untrusted makes the steps untrusted;
 # - --executor with another name, or --slurm-arg without slurm: exit 2;
 # - no sanitizer report in any job's log (an ASan build runs its steps
 #   under ASan too).
@@ -280,6 +281,22 @@ expect_eq "the step got the --set value" "$(cat "quote/$word/b.txt" 2>/dev/null)
 jid=$(rjson quote/job.report.json 'r["steps"][1]["slurm_job_id"]')
 expect_true "sbatch got the --slurm-arg as one word" \
     grep -qF 'Comment=two words; $x' <<<"$(scontrol -o show job "$jid")"
+
+# ---- run --untrusted reaches every step ----
+set_case "--untrusted"
+mkdir -p evil
+df_ok create -f qcow2 -b /etc/passwd -F raw evil/evil.qcow2 1M
+cat > evil/job.yaml <<'YAML'
+version: 1
+name: slurm-evil
+steps:
+  - {id: leak, op: convert, from: evil.qcow2, from_format: qcow2, to: out/leak.raw, format: raw}
+YAML
+run_df run evil/job.yaml --executor slurm --untrusted
+expect_eq "exit" "$DF_RC" 1 "$DF_ERR"
+expect_true "the step refused the backing file" \
+    grep -qF "'/etc/passwd'" <<<"$(rjson evil/job.report.json 'r["steps"][0]["error"]["message"]')"
+expect_true "no output" test ! -e evil/out/leak.raw
 
 # ---- the jobs' logs ----
 set_case "the jobs' logs"

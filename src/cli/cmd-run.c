@@ -15,6 +15,7 @@
 #include "incremental.h"
 #include "pipeline.h"
 #include "admit.h"
+#include "executor.h"
 #include "runlock.h"
 
 static const char usage_text[] =
@@ -23,6 +24,7 @@ static const char usage_text[] =
     "                     [--rebuild ID]... [--state FILE] [--sums FILE]\n"
     "                     [--events FILE|-] [--expect-reproducible]\n"
     "                     [--untrusted] [--no-space-check]\n"
+    "                     [--executor local|slurm [--slurm-arg ARG]...]\n"
     "\n"
     "Run the steps of JOB.yaml that are not up to date, each as soon as the\n"
     "steps it depends on are done, at most N at a time, and write a JSON\n"
@@ -57,6 +59,14 @@ static const char usage_text[] =
     "                     image's directory)\n"
     "  --no-space-check   start even if the steps' estimated new bytes do not\n"
     "                     fit in the free space of their file systems\n"
+    "  --executor NAME    where steps run: local (the default: threads here)\n"
+    "                     or slurm (each step a Slurm job, submitted up front\n"
+    "                     with sbatch, ordered by Slurm; the job file and\n"
+    "                     everything it touches must be on storage that\n"
+    "                     every node shares: docs/cluster.md)\n"
+    "  --slurm-arg ARG    one more sbatch argument, as one word, after\n"
+    "                     diskforge's own (--slurm-arg=--partition=big);\n"
+    "                     repeatable\n"
     "  -h, --help         show this help\n"
     "\n"
     "SIGINT or SIGTERM cancels the running steps, removes their temporary\n"
@@ -65,7 +75,11 @@ static const char usage_text[] =
     "Exit status: 0 every step succeeded, 1 a step failed, 2 bad usage or\n"
     "an invalid job (nothing ran), 130 interrupted.\n";
 
-enum { OPT_NO_SPACE_CHECK = CLI_OPT_UNTRUSTED + 1 };
+enum {
+    OPT_NO_SPACE_CHECK = CLI_OPT_UNTRUSTED + 1,
+    OPT_EXECUTOR,
+    OPT_SLURM_ARG,
+};
 
 /* Set by the signal handler, read by should_stop() on the main thread. */
 static volatile sig_atomic_t stop_signal;
@@ -110,18 +124,23 @@ struct run_args {
     bool untrusted;
     bool no_space_check;
     struct job_vars set;
+    bool slurm;                /* --executor slurm */
+    const char **set_args;     /* the --set NAME=VALUE words, for steps */
+    size_t n_set_args;
+    const char **slurm_args;   /* --slurm-arg */
+    size_t n_slurm_args;
 };
 
-static int add_rebuild(struct run_args *a, const char *id)
+static int add_word(const char ***v, size_t *n, const char *w)
 {
-    const char **v = realloc(a->rebuild, (a->n_rebuild + 1) * sizeof(*v));
+    const char **p = realloc(*v, (*n + 1) * sizeof(*p));
 
-    if (!v) {
+    if (!p) {
         cli_error("out of memory");
         return CLI_FAIL;
     }
-    a->rebuild = v;
-    v[a->n_rebuild++] = id;
+    *v = p;
+    p[(*n)++] = w;
     return CLI_OK;
 }
 
@@ -141,6 +160,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         { "expect-reproducible", no_argument, NULL, 'R' },
         { "untrusted", no_argument, NULL, CLI_OPT_UNTRUSTED },
         { "no-space-check", no_argument, NULL, OPT_NO_SPACE_CHECK },
+        { "executor", required_argument, NULL, OPT_EXECUTOR },
+        { "slurm-arg", required_argument, NULL, OPT_SLURM_ARG },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -165,7 +186,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         case 'n': a->dry_run = true; break;
         case 'f': a->force = true; break;
         case 'B':
-            if (add_rebuild(a, optarg) != CLI_OK) {
+            if (add_word(&a->rebuild, &a->n_rebuild, optarg) != CLI_OK) {
                 return CLI_FAIL;
             }
             break;
@@ -175,14 +196,30 @@ static int parse_args(int argc, char **argv, struct run_args *a)
         case 'R': a->expect_reproducible = true; break;
         case CLI_OPT_UNTRUSTED: a->untrusted = true; break;
         case OPT_NO_SPACE_CHECK: a->no_space_check = true; break;
+        case OPT_EXECUTOR:
+            if (strcmp(optarg, "local") != 0 && strcmp(optarg, "slurm") != 0) {
+                return cli_usage("run", "--executor wants local or slurm, "
+                                 "not '%s'", optarg);
+            }
+            a->slurm = !strcmp(optarg, "slurm");
+            break;
+        case OPT_SLURM_ARG:
+            if (add_word(&a->slurm_args, &a->n_slurm_args, optarg) != CLI_OK) {
+                return CLI_FAIL;
+            }
+            break;
         case 's':
-            if (cli_job_set("run", &a->set, optarg) != CLI_OK) {
+            if (cli_job_set("run", &a->set, optarg) != CLI_OK ||
+                add_word(&a->set_args, &a->n_set_args, optarg) != CLI_OK) {
                 return CLI_USAGE;
             }
             break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: return cli_bad_option("run", c, argv, longopts);
         }
+    }
+    if (a->n_slurm_args && !a->slurm) {
+        return cli_usage("run", "--slurm-arg needs --executor slurm");
     }
     return cli_job_operand("run", argc, argv, &a->job_path);
 }
@@ -294,6 +331,36 @@ static int admit(const struct dag *dag, const struct incr *in,
     return ret;
 }
 
+/* The Slurm executor for this run; @hex and @self are its buffers. */
+static struct executor *slurm_executor(const struct run_args *a,
+                                       const struct job *job,
+                                       struct slurm_opts *o, char hex[65],
+                                       char *self, size_t self_len,
+                                       struct df_error *err)
+{
+    ssize_t n = readlink("/proc/self/exe", self, self_len - 1);
+
+    if (n <= 0 || (size_t)n >= self_len - 1) {
+        df_fail_sys(err, "cannot find the diskforge program's own path "
+                    "(/proc/self/exe), which every Slurm job runs");
+        return NULL;
+    }
+    self[n] = '\0';
+    df_digest_hex(job->sha256, hex);
+    memset(o, 0, sizeof(*o));
+    o->job_path = a->job_path;
+    o->job_name = job->name ? job->name : "job";
+    o->self = self;
+    o->job_sha256 = hex;
+    o->version = DF_CLI_VERSION;
+    o->set = a->set_args;
+    o->n_set = a->n_set_args;
+    o->untrusted = a->untrusted;
+    o->args = a->slurm_args;
+    o->n_args = a->n_slurm_args;
+    return executor_slurm_new(o, err);
+}
+
 /*
  * Run the job: @in NULL when a signal stopped the look at the inputs
  * before anything was decided; the report then says `interrupted`, with
@@ -302,6 +369,9 @@ static int admit(const struct dag *dag, const struct incr *in,
 static int run_loaded(struct run_args *a, const struct job *job,
                       const struct dag *dag, struct incr *in)
 {
+    struct executor *ex = NULL;
+    struct slurm_opts so;
+    char hex[65], self[4096];
     /* with --events -, stdout carries the events alone */
     FILE *human = a->events && !strcmp(a->events, "-") ? stderr : stdout;
     struct run_observer ob;
@@ -362,8 +432,16 @@ static int run_loaded(struct run_args *a, const struct job *job,
         if (!run) {
             df_fail(&err, DF_E_NOMEM, "out of memory");
         }
+    } else if (a->slurm &&
+               !(ex = slurm_executor(a, job, &so, hex, self, sizeof(self),
+                                     &err))) {
+        run = NULL;
     } else {
+        opts.executor = ex;
         run = job_run(job, dag, &opts, &err);
+    }
+    if (ex) {
+        ex->ops->free(ex);
     }
     progress_end(&prog);
     if (!run) {
@@ -439,24 +517,43 @@ static int open_state(const struct run_args *a, const struct dag *dag,
     return CLI_OK;
 }
 
+static void run_args_release(struct run_args *a)
+{
+    job_vars_release(&a->set);
+    free(a->rebuild);
+    free(a->set_args);
+    free(a->slurm_args);
+}
+
 int cmd_run(int argc, char **argv)
 {
     struct run_args a = { 0 };
+    char *abs_path = NULL;
     struct incr *in = NULL;
     struct job_diags diags;
     struct job *job;
     struct dag *dag;
     int ret = parse_args(argc, argv, &a);
 
+    if (ret == CLI_OK && a.slurm && a.job_path[0] != '/') {
+        /* every node runs `step` on this path: it must name one file for
+         * all of them (on shared storage, which diskforge cannot check) */
+        abs_path = job_path_absolute(a.job_path);
+        if (!abs_path) {
+            cli_error("%s: cannot make the path absolute: %s", a.job_path,
+                      strerror(errno));
+            ret = CLI_FAIL;
+        }
+        a.job_path = abs_path;
+    }
     if (ret != CLI_OK) {
-        job_vars_release(&a.set);
-        free(a.rebuild);
+        run_args_release(&a);
         return ret < 0 ? CLI_OK : ret; /* -1: --help */
     }
     if (cli_job_load(a.job_path, &a.set, &job, &dag, &diags) != CLI_OK) {
         job_diags_release(&diags);
-        job_vars_release(&a.set);
-        free(a.rebuild);
+        run_args_release(&a);
+        free(abs_path);
         return CLI_USAGE;
     }
     for (size_t i = 0; a.untrusted && i < job->n_steps; i++) {
@@ -478,10 +575,10 @@ int cmd_run(int argc, char **argv)
         ret = run_loaded(&a, job, dag, in);
     }
     incr_free(in);
-    free(a.rebuild);
     dag_free(dag);
     job_free(job);
     job_diags_release(&diags);
-    job_vars_release(&a.set);
+    run_args_release(&a);
+    free(abs_path);
     return ret;
 }

@@ -1327,6 +1327,20 @@ static bool digest_given(const struct op_ctx *ctx, size_t k, char hex[65])
     return true;
 }
 
+/* The "sha256" an output entry already carries (a step run elsewhere,
+ * `step` under Slurm, hashed it when it finished: a later step may have
+ * changed the file in place since), into @hex; false when it has none. */
+static bool known_sha256(json_t *entry, char hex[65])
+{
+    const char *v = json_string_value(json_object_get(entry, "sha256"));
+
+    if (!v || strlen(v) != 64) {
+        return false;
+    }
+    memcpy(hex, v, 65);
+    return true;
+}
+
 /*
  * Output @k of a finished step, at @path (its report entry @entry, may be
  * NULL): its SHA-256 into @hex, the one the op computed while writing it,
@@ -1342,7 +1356,8 @@ static int output_digest(struct run_step *rs, size_t k, const char *path,
     const char *fmt = json_string_value(json_object_get(entry, "format"));
 
     hex[0] = '\0';
-    if (S_ISREG(sb->st_mode) && !digest_given(&rs->ctx, k, hex) &&
+    if (S_ISREG(sb->st_mode) && !known_sha256(entry, hex) &&
+        !digest_given(&rs->ctx, k, hex) &&
         hash_file(path, hex, NULL, false, &stop) < 0) {
         hex[0] = '\0';
         if (op_cancelled(&rs->ctx)) {
@@ -1390,8 +1405,8 @@ void incr_output_digests(struct run_step *rs, const struct dag_node *n)
 }
 
 /*
- * On the worker: what the step left, with the SHA-256 of each file (see
- * output_digest()).  A SIGINT while reading fails the step (interrupted):
+ * On the worker (or, for a step run elsewhere, the scheduler's thread):
+ * what the step left, with the SHA-256 of each file (see output_digest()).  A SIGINT while reading fails the step (interrupted):
  * its record is not written, and the next run runs it again.
  */
 static void hook_after(void *opaque, struct run_step *rs)

@@ -518,8 +518,7 @@ char *job_path_resolve(const char *dir, const char *path)
     return out;
 }
 
-/* @p made absolute with the current directory, normalised. */
-static char *absolute(const char *p)
+char *job_path_absolute(const char *p)
 {
     char *cwd, *out;
 
@@ -560,8 +559,8 @@ char *job_path_relative(const char *from_dir, const char *target)
     /* mixed absolute/relative, or a climb above the start: go absolute */
     if ((from_dir[0] == '/') != (target[0] == '/') ||
         strncmp(from_dir, "..", 2) == 0 || strncmp(target, "..", 2) == 0) {
-        d = absolute(from_dir);
-        t = absolute(target);
+        d = job_path_absolute(from_dir);
+        t = job_path_absolute(target);
     } else {
         d = job_path_normalize(from_dir);
         t = job_path_normalize(target);

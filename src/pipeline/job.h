@@ -276,6 +276,9 @@ const struct job_step *job_find_step(const struct job *job, const char *id);
 char *job_path_normalize(const char *path);
 /* @path (relative to @dir unless absolute), normalised; malloc'd. */
 char *job_path_resolve(const char *dir, const char *path);
+/* @path made absolute with the current directory, normalised (NULL: out
+ * of memory, or no current directory). */
+char *job_path_absolute(const char *path);
 /* @target written relative to directory @from_dir (both normalised). */
 char *job_path_relative(const char *from_dir, const char *target);
 

@@ -138,7 +138,9 @@ static json_t *error_json(const struct run_step *rs)
     if (rs->status == STEP_FAILED) {
         e = json_object();
         json_object_set_new(e, "code",
-                            json_string(df_strerror(rs->ctx.err.code)));
+                            json_string(rs->err_code[0]
+                                            ? rs->err_code
+                                            : df_strerror(rs->ctx.err.code)));
         json_object_set_new(e, "message", report_str(rs->ctx.err.msg));
         return e;
     }
@@ -196,6 +198,10 @@ json_t *report_step(const struct run *run, size_t i)
     json_object_set_new(o, "result", rs->ctx.result
                                          ? json_incref(rs->ctx.result)
                                          : json_null());
+    if (rs->slurm_job_id > 0) {
+        json_object_set_new(o, "slurm_job_id",
+                            json_integer((json_int_t)rs->slurm_job_id));
+    }
     return o;
 }
 

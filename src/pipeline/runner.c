@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * runner.c - the scheduler: a ready queue over the DAG feeding the pool.
+ * runner.c - the scheduler: a ready queue over the DAG feeding an
+ * executor (executor.h: the pool, or Slurm).
  *
  * All scheduling state (statuses, pending counts, the ready heap) belongs
- * to the thread in job_run(); workers only touch their own struct
- * run_step, and hand it back through the pool's queue, whose lock orders
- * their writes before the scheduler's reads.  The one value shared while
- * steps run is run->cancel, an atomic that op_progress() reads.
+ * to the thread in job_run(); the pool's workers only touch their own
+ * struct run_step, and hand it back through the pool's queue, whose lock
+ * orders their writes before the scheduler's reads.  The one value shared
+ * while steps run is run->cancel, an atomic that op_progress() reads.
  */
 #include "runner.h"
+
+#include "executor.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,11 +143,10 @@ static size_t heap_pop(struct heap *h)
     return top;
 }
 
-/* ---- running one step (worker thread) ---- */
+/* ---- running one step (an executor's worker) ---- */
 
-static void run_item(struct pool_item *item)
+void run_step_execute(struct run_step *rs)
 {
-    struct run_step *rs = (struct run_step *)item;
     const struct op_table *ops = rs->run->opts.ops;
     job_op_fn fn = ops->run[rs->ctx.step->op];
     int64_t t0 = mono_ms();
@@ -180,19 +182,67 @@ static void run_item(struct pool_item *item)
 
 /* ---- the scheduler (caller's thread) ---- */
 
+struct sched {
+    struct run *run;
+    struct executor *ex;
+    struct heap ready;          /* in-order executors: steps free to start */
+    bool stop_starting;
+    bool cancelled_unstarted;   /* ahead executors: fail-fast was asked */
+    size_t first_failure;
+};
+
 static const char *id_of(const struct run *run, size_t i)
 {
     return run->job->steps[i].id ? run->job->steps[i].id : "?";
 }
 
-/* Mark every not-yet-run dependent of @i skipped, saying why. */
-static void skip_dependents(struct run *run, size_t i)
+static void observe_finish(struct run *run, size_t i)
 {
+    if (run->opts.observer && run->opts.observer->finish) {
+        run->opts.observer->finish(run->opts.observer->opaque, run, i);
+    }
+}
+
+static void observe_start(struct run *run, struct run_step *rs)
+{
+    if (rs->begun) {
+        return;
+    }
+    rs->begun = true;
+    if (run->opts.observer && run->opts.observer->start) {
+        run->opts.observer->start(run->opts.observer->opaque, run, rs->index);
+    }
+}
+
+/*
+ * Whether @s, a dependent of a failed or skipped step, can still be
+ * skipped: not started yet, or handed to an ahead executor that has not
+ * begun it (it waits on the dependency, so it never will: drop it).
+ */
+static bool skippable(struct sched *sc, struct run_step *s)
+{
+    if (s->status == STEP_PENDING) {
+        return true;
+    }
+    if (s->status != STEP_RUNNING || !sc->ex->ahead || s->begun) {
+        return false;
+    }
+    sc->run->n_running--;
+    if (sc->ex->ops->drop) {
+        sc->ex->ops->drop(sc->ex, s);
+    }
+    return true;
+}
+
+/* Mark every not-yet-run dependent of @i skipped, saying why. */
+static void skip_dependents(struct sched *sc, size_t i)
+{
+    struct run *run = sc->run;
     const struct dag_node *n = &run->dag->nodes[i];
 
     for (size_t k = 0; k < n->n_succs; k++) {
         struct run_step *s = &run->steps[n->succs[k]];
-        if (s->status != STEP_PENDING) {
+        if (!skippable(sc, s)) {
             continue;
         }
         s->status = STEP_SKIPPED;
@@ -203,20 +253,15 @@ static void skip_dependents(struct run *run, size_t i)
             s->skip_reason = NULL;
         }
         run->n_finished++;
-        if (run->opts.observer && run->opts.observer->finish) {
-            run->opts.observer->finish(run->opts.observer->opaque, run,
-                                       n->succs[k]);
-        }
-        skip_dependents(run, n->succs[k]);
+        observe_finish(run, n->succs[k]);
+        skip_dependents(sc, n->succs[k]);
     }
 }
 
-static void finish_step(struct run *run, struct run_step *rs,
-                        struct heap *ready, bool *stop_starting,
-                        size_t *first_failure)
+static void finish_step(struct sched *sc, struct run_step *rs)
 {
+    struct run *run = sc->run;
     const struct dag_node *n = &run->dag->nodes[rs->index];
-    const struct run_observer *ob = run->opts.observer;
 
     run->n_running--;
     run->n_finished++;
@@ -224,27 +269,31 @@ static void finish_step(struct run *run, struct run_step *rs,
         rs->status = STEP_SUCCEEDED;
     } else {
         rs->status = STEP_FAILED;
-        if (*first_failure == SIZE_MAX) {
-            *first_failure = rs->index;
+        if (sc->first_failure == SIZE_MAX) {
+            sc->first_failure = rs->index;
         }
         if (!run->opts.keep_going) {
-            *stop_starting = true;
+            sc->stop_starting = true;
+            if (sc->ex->ahead && !sc->cancelled_unstarted &&
+                run->status != RUN_INTERRUPTED) {
+                sc->cancelled_unstarted = true;
+                sc->ex->ops->cancel(sc->ex, EXEC_CANCEL_UNSTARTED);
+            }
         }
     }
     if (run->opts.hooks && run->opts.hooks->finished) {
         run->opts.hooks->finished(run->opts.hooks->opaque, rs);
     }
-    if (ob && ob->finish) {
-        ob->finish(ob->opaque, run, rs->index);
-    }
+    observe_finish(run, rs->index);
     if (rs->status != STEP_SUCCEEDED) {
-        skip_dependents(run, rs->index);
+        skip_dependents(sc, rs->index);
         return;
     }
     for (size_t k = 0; k < n->n_succs; k++) {
         struct run_step *s = &run->steps[n->succs[k]];
-        if (--s->pending == 0 && s->status == STEP_PENDING) {
-            heap_push(ready, n->succs[k]);
+        if (--s->pending == 0 && s->status == STEP_PENDING &&
+            !sc->ex->ahead) {
+            heap_push(&sc->ready, n->succs[k]);
         }
     }
 }
@@ -256,17 +305,117 @@ static unsigned default_threads(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
-static void start_step(struct run *run, struct pool *pool, size_t i)
+/* The run is stopped: interrupted by a signal, or an executor that cannot
+ * take steps. */
+static void cancel_all(struct sched *sc, enum run_status why)
 {
+    if (why == RUN_INTERRUPTED) {
+        sc->run->status = RUN_INTERRUPTED;
+    }
+    atomic_store(&sc->run->cancel, true);
+    sc->stop_starting = true;
+    sc->ex->ops->cancel(sc->ex, EXEC_CANCEL_ALL);
+}
+
+/* Hand step @i to the executor.  False when it refused (the step failed
+ * and the run stops). */
+static bool start_step(struct sched *sc, size_t i)
+{
+    struct run *run = sc->run;
     struct run_step *rs = &run->steps[i];
-    const struct run_observer *ob = run->opts.observer;
+    int ret;
 
     rs->status = STEP_RUNNING;
     run->n_running++;
-    if (ob && ob->start) {
-        ob->start(ob->opaque, run, i);
+    if (!sc->ex->ahead) {
+        observe_start(run, rs);
     }
-    pool_submit(pool, &rs->item);
+    ret = sc->ex->ops->start(sc->ex, rs);
+    if (ret == 0) {
+        return true;
+    }
+    /* the executor is broken: this step fails, nothing more starts, and
+     * what was started is cancelled */
+    observe_start(run, rs);
+    rs->ret = ret;
+    if (rs->ctx.err.code == DF_OK) {
+        df_fail(&rs->ctx.err, (enum df_errc)-ret, "the %s executor could not "
+                "start the step", sc->ex->ops->name);
+    }
+    rs->started_ms = rs->finished_ms = run_now_ms();
+    finish_step(sc, rs);
+    cancel_all(sc, RUN_FAILED);
+    return false;
+}
+
+static bool stop_asked(struct sched *sc)
+{
+    struct run *run = sc->run;
+
+    return run->status != RUN_INTERRUPTED && run->opts.should_stop &&
+           run->opts.should_stop(run->opts.stop_opaque);
+}
+
+/* Ahead executors: every step that is to run, in dependency order (the
+ * lowest file position first among those free). */
+static void start_all(struct sched *sc)
+{
+    struct run *run = sc->run;
+    size_t *left = calloc(run->dag->n + 1, sizeof(*left));
+
+    if (!left) {
+        return;
+    }
+    for (size_t i = 0; i < run->dag->n; i++) {
+        left[i] = run->steps[i].pending;
+        if (run->steps[i].status == STEP_PENDING && left[i] == 0) {
+            heap_push(&sc->ready, i);
+        }
+    }
+    while (sc->ready.n && !sc->stop_starting) {
+        size_t i = heap_pop(&sc->ready);
+        const struct dag_node *n = &run->dag->nodes[i];
+        if (stop_asked(sc)) {
+            cancel_all(sc, RUN_INTERRUPTED);
+            break;
+        }
+        if (!start_step(sc, i)) {
+            break;
+        }
+        for (size_t k = 0; k < n->n_succs; k++) {
+            if (--left[n->succs[k]] == 0 &&
+                run->steps[n->succs[k]].status == STEP_PENDING) {
+                heap_push(&sc->ready, n->succs[k]);
+            }
+        }
+    }
+    sc->ready.n = 0;
+    free(left);
+}
+
+/* What the executor says about @rs. */
+static void on_event(struct sched *sc, struct run_step *rs,
+                     enum exec_event what)
+{
+    struct run *run = sc->run;
+
+    if (rs->status != STEP_RUNNING) {
+        return; /* dropped: it was skipped meanwhile */
+    }
+    switch (what) {
+    case EXEC_STARTED:
+        observe_start(run, rs);
+        break;
+    case EXEC_NOT_STARTED:
+        /* cancelled before it began: skipped at the end, with why */
+        rs->status = STEP_PENDING;
+        run->n_running--;
+        break;
+    case EXEC_FINISHED:
+        observe_start(run, rs);
+        finish_step(sc, rs);
+        break;
+    }
 }
 
 /* Steps that never got to run: say why. */
@@ -293,9 +442,7 @@ static void skip_unstarted(struct run *run, size_t first_failure)
             s->skip_reason = NULL;
         }
         run->n_finished++;
-        if (run->opts.observer && run->opts.observer->finish) {
-            run->opts.observer->finish(run->opts.observer->opaque, run, i);
-        }
+        observe_finish(run, i);
     }
 }
 
@@ -314,9 +461,7 @@ static void mark_up_to_date(struct run *run)
         }
         rs->status = STEP_UP_TO_DATE;
         run->n_finished++;
-        if (run->opts.observer && run->opts.observer->finish) {
-            run->opts.observer->finish(run->opts.observer->opaque, run, i);
-        }
+        observe_finish(run, i);
     }
     for (size_t i = 0; i < run->dag->n; i++) {
         const struct dag_node *n = &run->dag->nodes[i];
@@ -329,23 +474,57 @@ static void mark_up_to_date(struct run *run)
     }
 }
 
+/* Start what may start, and take in what the executor says, until no
+ * step is left with it. */
+static void schedule(struct sched *sc)
+{
+    struct run *run = sc->run;
+
+    if (sc->ex->ahead) {
+        start_all(sc);
+    }
+    for (;;) {
+        struct run_step *rs;
+        enum exec_event what;
+        if (stop_asked(sc)) {
+            cancel_all(sc, RUN_INTERRUPTED);
+        }
+        while (!sc->ex->ahead && !sc->stop_starting &&
+               run->n_running < run->threads && sc->ready.n) {
+            start_step(sc, heap_pop(&sc->ready));
+        }
+        if (run->n_running == 0) {
+            break;
+        }
+        rs = sc->ex->ops->next(sc->ex, 100, &what);
+        while (rs) {
+            on_event(sc, rs, what);
+            rs = sc->ex->ops->next(sc->ex, 0, &what);
+        }
+        if (run->opts.observer && run->opts.observer->tick) {
+            run->opts.observer->tick(run->opts.observer->opaque, run);
+        }
+    }
+    sc->ex->ops->finish(sc->ex);
+}
+
 struct run *job_run(const struct job *job, const struct dag *dag,
                     const struct run_opts *opts, struct df_error *err)
 {
     struct run *run = calloc(1, sizeof(*run));
-    struct heap ready = { 0 };
-    struct pool *pool = NULL;
-    bool stop_starting = false;
-    size_t first_failure = SIZE_MAX;
+    struct sched sc = { 0 };
+    struct executor *own = NULL;
     int64_t t0 = mono_ms();
 
     if (!run || !(run->steps = calloc(dag->n + 1, sizeof(*run->steps))) ||
-        !(ready.v = calloc(dag->n + 1, sizeof(*ready.v)))) {
-        free(ready.v);
+        !(sc.ready.v = calloc(dag->n + 1, sizeof(*sc.ready.v)))) {
+        free(sc.ready.v);
         run_free(run);
         df_fail(err, DF_E_NOMEM, "out of memory");
         return NULL;
     }
+    sc.run = run;
+    sc.first_failure = SIZE_MAX;
     run->job = job;
     run->dag = dag;
     run->opts = *opts;
@@ -357,7 +536,6 @@ struct run *job_run(const struct job *job, const struct dag *dag,
     run->started_ms = run_now_ms();
     for (size_t i = 0; i < dag->n; i++) {
         struct run_step *rs = &run->steps[i];
-        rs->item.fn = run_item;
         rs->run = run;
         rs->index = i;
         rs->ctx.job = job;
@@ -369,48 +547,30 @@ struct run *job_run(const struct job *job, const struct dag *dag,
         rs->pending = dag->nodes[i].n_preds;
     }
     mark_up_to_date(run);
-    for (size_t i = 0; i < dag->n; i++) {
-        if (run->steps[i].status == STEP_PENDING &&
-            run->steps[i].pending == 0) {
-            heap_push(&ready, i);
-        }
+    sc.ex = opts->executor;
+    if (!sc.ex) {
+        sc.ex = own = executor_local_new(run, run->threads);
     }
-    pool = pool_new(run->threads);
-    if (!pool) {
-        free(ready.v);
+    if (!sc.ex) {
+        free(sc.ready.v);
         run_free(run);
         df_fail(err, DF_E_NOMEM, "cannot start %u worker threads",
                 opts->threads);
         return NULL;
     }
-    run->status = RUN_SUCCEEDED;
-    for (;;) {
-        struct pool_item *it;
-        if (run->status != RUN_INTERRUPTED && run->opts.should_stop &&
-            run->opts.should_stop(run->opts.stop_opaque)) {
-            run->status = RUN_INTERRUPTED;
-            atomic_store(&run->cancel, true);
-            stop_starting = true;
-        }
-        while (!stop_starting && run->n_running < run->threads && ready.n) {
-            start_step(run, pool, heap_pop(&ready));
-        }
-        if (run->n_running == 0) {
-            break;
-        }
-        it = pool_wait(pool, 100);
-        while (it) {
-            finish_step(run, (struct run_step *)it, &ready, &stop_starting,
-                        &first_failure);
-            it = pool_wait(pool, 0);
-        }
-        if (run->opts.observer && run->opts.observer->tick) {
-            run->opts.observer->tick(run->opts.observer->opaque, run);
+    for (size_t i = 0; i < dag->n && !sc.ex->ahead; i++) {
+        if (run->steps[i].status == STEP_PENDING &&
+            run->steps[i].pending == 0) {
+            heap_push(&sc.ready, i);
         }
     }
-    pool_free(pool);
-    free(ready.v);
-    skip_unstarted(run, first_failure);
+    run->status = RUN_SUCCEEDED;
+    schedule(&sc);
+    if (own) {
+        own->ops->free(own);
+    }
+    free(sc.ready.v);
+    skip_unstarted(run, sc.first_failure);
     if (run->status != RUN_INTERRUPTED) {
         for (size_t i = 0; i < dag->n; i++) {
             if (run->steps[i].status == STEP_FAILED) {

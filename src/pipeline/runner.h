@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * runner.h - run the steps of a job on a thread pool in dependency order.
+ * runner.h - run the steps of a job in dependency order, on a thread pool
+ * or another executor (executor.h: Slurm).
  *
  * The scheduler lives on the calling thread: it starts every step whose
  * dependencies all succeeded (lowest file position first) as long as
  * fewer than `threads` steps run, collects finished steps, and decides
- * what may start next.  What a step does is looked up in a struct
+ * what may start next.  An executor that orders steps itself (Slurm) gets
+ * every step up front instead.  What a step does is looked up in a struct
  * op_table, so tests can run the scheduler with fake ops; the real table
  * (ops.c) calls the engine.
  *
@@ -142,6 +144,8 @@ enum run_repro {
     RUN_REPRO_DIFFERENT, /* false */
 };
 
+struct executor;
+
 struct run_step {
     struct pool_item item; /* the pool's link; first member */
     struct run *run;
@@ -157,6 +161,12 @@ struct run_step {
     const char *reason;      /* why it runs, or "up-to-date" (borrowed from
                               * the hooks' owner); NULL without hooks */
     enum run_repro reproducible; /* set by the hooks' finished() */
+    bool begun;              /* the observer was told it started */
+    int64_t slurm_job_id;    /* the Slurm job that ran it; 0: none */
+    /* the report's error code when it is not df_strerror(ctx.err.code):
+     * a code only a step run elsewhere gives (EJOBCHANGED, EVERSION) or
+     * the Slurm executor's ESLURM; "" otherwise */
+    char err_code[24];
 };
 
 struct run_observer {
@@ -176,6 +186,9 @@ struct run_opts {
     bool (*should_stop)(void *opaque);
     void *stop_opaque;
     const struct run_hooks *hooks; /* may be NULL: every step runs */
+    /* where steps run (executor.h); NULL: the thread pool with `threads`
+     * workers.  Yours: free it after job_run(). */
+    struct executor *executor;
 };
 
 struct run {
@@ -193,6 +206,7 @@ struct run {
 /*
  * job_run() - run @job along @dag.  Returns the finished run (free it with
  * run_free()), or NULL when the pool could not start (@err says why).
+ * With opts->executor, that executor runs the steps.
  * Step failures are in the run, not in the return value.
  */
 struct run *job_run(const struct job *job, const struct dag *dag,

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "pipeline.h"
+#include "unit-job.h"
 
 /* ---- the fake op and what it records ---- */
 
@@ -95,46 +96,15 @@ static bool stop_when_waiting(void *opaque)
 /* ---- building jobs ---- */
 
 struct fixture {
+    struct unit_job j;
     struct job *job;
-    struct dag *dag;
     struct run *run;
 };
 
-/* A job of steps "id:what[:needs,needs]" separated by spaces. */
 static void load(struct fixture *f, const char *spec)
 {
-    static char text[65536];
-    char *copy = strdup(spec), *save = NULL;
-    size_t n = (size_t)snprintf(text, sizeof(text), "version: 1\nsteps:\n");
-    struct job_diags diags;
-
-    for (char *tok = strtok_r(copy, " ", &save); tok;
-         tok = strtok_r(NULL, " ", &save)) {
-        char *id = tok, *what = strchr(tok, ':'), *needs;
-        *what++ = '\0';
-        needs = strchr(what, '/');
-        if (needs) {
-            *needs++ = '\0';
-        }
-        n += (size_t)snprintf(text + n, sizeof(text) - n,
-                              "  - id: %s\n    op: info\n    image: %s.img\n"
-                              "    description: \"%s\"\n",
-                              id, id, what);
-        if (needs) {
-            n += (size_t)snprintf(text + n, sizeof(text) - n,
-                                  "    needs: [%s]\n", needs);
-        }
-    }
-    free(copy);
-    job_diags_init(&diags);
-    f->job = job_load_string("sched.yaml", text, n, NULL, &diags);
-    if (!f->job) {
-        job_diags_print(&diags, stderr);
-    }
-    ck_assert_ptr_nonnull(f->job);
-    f->dag = dag_build(f->job, &diags);
-    ck_assert_ptr_nonnull(f->dag);
-    job_diags_release(&diags);
+    unit_job_load(&f->j, spec);
+    f->job = f->j.job;
 }
 
 static void run(struct fixture *f, unsigned threads, bool keep_going,
@@ -148,23 +118,19 @@ static void run(struct fixture *f, unsigned threads, bool keep_going,
     o.keep_going = keep_going;
     o.ops = &fake_table;
     o.should_stop = stop;
-    f->run = job_run(f->job, f->dag, &o, &err);
+    f->run = job_run(f->job, f->j.dag, &o, &err);
     ck_assert_ptr_nonnull(f->run);
 }
 
 static void release(struct fixture *f)
 {
     run_free(f->run);
-    dag_free(f->dag);
-    job_free(f->job);
+    unit_job_free(&f->j);
 }
 
 static enum step_status status_of(struct fixture *f, const char *id)
 {
-    const struct job_step *s = job_find_step(f->job, id);
-
-    ck_assert_ptr_nonnull(s);
-    return f->run->steps[s->index].status;
+    return f->run->steps[unit_job_index(&f->j, id)].status;
 }
 
 static int position(const char *id)

@@ -508,6 +508,23 @@ static void schedule(struct sched *sc)
     sc->ex->ops->finish(sc->ex);
 }
 
+/* Link every step of @run to its job step and DAG node; none started. */
+static void init_steps(struct run *run)
+{
+    for (size_t i = 0; i < run->dag->n; i++) {
+        struct run_step *rs = &run->steps[i];
+        rs->run = run;
+        rs->index = i;
+        rs->ctx.job = run->job;
+        rs->ctx.step = &run->job->steps[i];
+        rs->ctx.node = &run->dag->nodes[i];
+        rs->ctx.cancel = &run->cancel;
+        atomic_init(&rs->ctx.done, 0);
+        atomic_init(&rs->ctx.total, 0);
+        rs->pending = run->dag->nodes[i].n_preds;
+    }
+}
+
 struct run *job_run(const struct job *job, const struct dag *dag,
                     const struct run_opts *opts, struct df_error *err)
 {
@@ -534,18 +551,7 @@ struct run *job_run(const struct job *job, const struct dag *dag,
     run->threads = opts->threads ? opts->threads : default_threads();
     atomic_init(&run->cancel, false);
     run->started_ms = run_now_ms();
-    for (size_t i = 0; i < dag->n; i++) {
-        struct run_step *rs = &run->steps[i];
-        rs->run = run;
-        rs->index = i;
-        rs->ctx.job = job;
-        rs->ctx.step = &job->steps[i];
-        rs->ctx.node = &dag->nodes[i];
-        rs->ctx.cancel = &run->cancel;
-        atomic_init(&rs->ctx.done, 0);
-        atomic_init(&rs->ctx.total, 0);
-        rs->pending = dag->nodes[i].n_preds;
-    }
+    init_steps(run);
     mark_up_to_date(run);
     sc.ex = opts->executor;
     if (!sc.ex) {
@@ -598,17 +604,10 @@ struct run *run_not_started(const struct job *job, const struct dag *dag,
     run->status = status;
     run->started_ms = run->finished_ms = run_now_ms();
     atomic_init(&run->cancel, false);
+    init_steps(run);
     for (size_t i = 0; i < dag->n; i++) {
-        struct run_step *rs = &run->steps[i];
-        rs->run = run;
-        rs->index = i;
-        rs->ctx.job = job;
-        rs->ctx.step = &job->steps[i];
-        rs->ctx.node = &dag->nodes[i];
-        atomic_init(&rs->ctx.done, 0);
-        atomic_init(&rs->ctx.total, 0);
-        rs->status = STEP_SKIPPED;
-        rs->skip_reason = strdup(reason);
+        run->steps[i].status = STEP_SKIPPED;
+        run->steps[i].skip_reason = strdup(reason);
     }
     run->n_finished = dag->n;
     return run;

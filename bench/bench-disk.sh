@@ -82,6 +82,7 @@ watch_tmp() { # watch_tmp PID: the largest temporary's allocation, into $W/peaks
 
 ours() {
     rm -f "$W/disk.qcow2"
+    sync # as theirs(): the other side's dirty pages are written back first
     "$DF" run "$W/job.yaml" --report "$W/r.json" >/dev/null &
     local pid=$!
     watch_tmp "$pid"

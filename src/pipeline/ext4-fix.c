@@ -29,6 +29,8 @@
 #define RO_COMPAT_METADATA_CSUM 0x400u
 #define BG_INODE_UNINIT 0x1u
 #define GOOD_OLD_INODE_SIZE 128u
+/* How much of an inode table is read and written back at a time. */
+#define PIECE (1u << 20)
 
 static uint32_t le16(const uint8_t *p)
 {
@@ -128,8 +130,9 @@ static void fix_inode(uint8_t *ino, uint32_t isize, uint32_t num,
 int ext4_fix_inodes(struct op_ctx *ctx, int fd, long long epoch,
                     uint64_t *fixed)
 {
-    uint8_t sb[1024], *desc = NULL, *bitmap = NULL, *ino = NULL;
+    uint8_t sb[1024], *desc = NULL, *bitmap = NULL, *piece = NULL;
     uint32_t bsize, ipg, isize, first_ino, groups, dsize, incompat, ro;
+    uint32_t per_piece;
     uint64_t gdt_off;
     bool csum;
     uint32_t seed = 0;
@@ -165,8 +168,9 @@ int ext4_fix_inodes(struct op_ctx *ctx, int fd, long long epoch,
     gdt_off = (uint64_t)(le32(sb + 0x14) + 1) * bsize;
     desc = malloc((size_t)groups * dsize);
     bitmap = malloc(bsize);
-    ino = malloc(isize);
-    if (!desc || !bitmap || !ino) {
+    per_piece = PIECE / isize;
+    piece = malloc((size_t)per_piece * isize);
+    if (!desc || !bitmap || !piece) {
         ret = df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
         goto out;
     }
@@ -189,23 +193,47 @@ int ext4_fix_inodes(struct op_ctx *ctx, int fd, long long epoch,
             ret = df_fail_sys(&ctx->err, "cannot read an inode bitmap");
             break;
         }
-        for (uint32_t i = 0; i < ipg && i / 8 < bsize; i++) {
-            uint32_t num = g * ipg + i + 1;
-            off_t at = (off_t)(table * bsize + (uint64_t)i * isize);
-            if (!(bitmap[i / 8] >> (i % 8) & 1) ||
-                (num != 2 && num < first_ino)) {
+        /* the table a piece at a time: read, fix what is in use, write */
+        for (uint32_t i0 = 0; ret == 0 && i0 < ipg && i0 / 8 < bsize;
+             i0 += per_piece) {
+            uint32_t n = ipg - i0 < per_piece ? ipg - i0 : per_piece, last = 0;
+            off_t at = (off_t)(table * bsize + (uint64_t)i0 * isize);
+            bool any = false;
+            if (n > bsize * 8 - i0) {
+                n = bsize * 8 - i0;
+            }
+            for (uint32_t i = i0; i < i0 + n; i++) {
+                uint32_t num = g * ipg + i + 1;
+                if ((bitmap[i / 8] >> (i % 8) & 1) &&
+                    (num == 2 || num >= first_ino)) {
+                    any = true;
+                    last = i;
+                }
+            }
+            if (!any) {
                 continue;
             }
-            if (pread(fd, ino, isize, at) != (ssize_t)isize) {
-                ret = df_fail_sys(&ctx->err, "cannot read inode %u", num);
+            n = last - i0 + 1;
+            if (pread(fd, piece, (size_t)n * isize, at) !=
+                (ssize_t)((size_t)n * isize)) {
+                ret = df_fail_sys(&ctx->err, "cannot read the inode table "
+                                  "of group %u", g);
                 break;
             }
-            fix_inode(ino, isize, num, epoch, csum, seed);
-            if (pwrite(fd, ino, isize, at) != (ssize_t)isize) {
-                ret = df_fail_sys(&ctx->err, "cannot write inode %u", num);
-                break;
+            for (uint32_t i = i0; i <= last; i++) {
+                uint32_t num = g * ipg + i + 1;
+                if ((bitmap[i / 8] >> (i % 8) & 1) &&
+                    (num == 2 || num >= first_ino)) {
+                    fix_inode(piece + (size_t)(i - i0) * isize, isize, num,
+                              epoch, csum, seed);
+                    (*fixed)++;
+                }
             }
-            (*fixed)++;
+            if (pwrite(fd, piece, (size_t)n * isize, at) !=
+                (ssize_t)((size_t)n * isize)) {
+                ret = df_fail_sys(&ctx->err, "cannot write the inode table "
+                                  "of group %u", g);
+            }
         }
         if (ret == 0 && op_cancelled(ctx)) {
             ret = df_fail(&ctx->err, DF_E_CANCELED, "'%s': interrupted",
@@ -215,6 +243,6 @@ int ext4_fix_inodes(struct op_ctx *ctx, int fd, long long epoch,
 out:
     free(desc);
     free(bitmap);
-    free(ino);
+    free(piece);
     return ret;
 }

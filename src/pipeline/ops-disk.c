@@ -21,7 +21,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -861,14 +863,25 @@ static int put_chunk(struct op_ctx *ctx, struct df_image *img,
     return 0;
 }
 
+/* Does @n bytes of @mine differ from the image's @theirs (NULL: zeros)? */
+static bool differs(const unsigned char *mine, const unsigned char *theirs,
+                    size_t n)
+{
+    return theirs ? memcmp(mine, theirs, n) != 0 : !all_zero(mine, n);
+}
+
 /*
  * The file @fd (@len bytes) into the image at @base: only the ZERO_GRAIN
  * blocks that differ from what the image holds, all-zero ones as zero
  * ranges.
  * An overlay thus gets just the delta, and a fresh image just the data.
+ * With @drop (a temporary that is clean: mke2fs syncs what it made), each
+ * piece leaves the page cache once written, so the image's writes can
+ * reuse its pages, and a large copy does not push everything else out.
  */
 static int copy_into(struct op_ctx *ctx, struct df_image *img, int fd,
-                         uint64_t base, uint64_t len, struct copy_stats *cs)
+                     uint64_t base, uint64_t len, bool drop,
+                     struct copy_stats *cs)
 {
     unsigned char *mine = malloc(COPY_CHUNK), *theirs = malloc(COPY_CHUNK);
     uint64_t pos = 0;
@@ -881,6 +894,9 @@ static int copy_into(struct op_ctx *ctx, struct df_image *img, int fd,
     }
     while (ret == 0 && pos < len) {
         off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+        size_t n;
+        const unsigned char *cmp = NULL;
+        struct df_extent ext;
         if (data < 0) {
             data = errno == ENXIO ? (off_t)len : (off_t)pos;
         }
@@ -894,36 +910,42 @@ static int copy_into(struct op_ctx *ctx, struct df_image *img, int fd,
             pos = (uint64_t)data;
             continue;
         }
-        {
-            size_t n = len - pos > COPY_CHUNK ? COPY_CHUNK
-                                              : (size_t)(len - pos);
-            ssize_t got = pread(fd, mine, n, (off_t)pos);
-            if (got != (ssize_t)n) {
-                ret = df_fail_sys(&ctx->err, "cannot read the temporary "
-                                  "copy of the partition");
-                break;
-            }
-            ret = df_image_pread(img, theirs, n, base + pos, &ctx->err);
-            for (size_t i = 0; ret == 0 && i < n;) {
-                size_t j = i;
-                while (j < n && memcmp(mine + j, theirs + j,
-                                       n - j < ZERO_GRAIN ? n - j
-                                                          : ZERO_GRAIN)) {
-                    j += ZERO_GRAIN;
-                }
-                if (j > n) {
-                    j = n;
-                }
-                if (j > i) {
-                    ret = put_chunk(ctx, img, mine + i, j - i, base + pos + i,
-                                    cs);
-                    i = j;
-                } else {
-                    i += ZERO_GRAIN;
-                }
-            }
-            pos += n;
+        n = len - pos > COPY_CHUNK ? COPY_CHUNK : (size_t)(len - pos);
+        if (pread(fd, mine, n, (off_t)pos) != (ssize_t)n) {
+            ret = df_fail_sys(&ctx->err, "cannot read the temporary copy of "
+                              "the partition");
+            break;
         }
+        /* the image's bytes, unless it reads as zeros there */
+        ret = df_image_block_status(img, base + pos, n, true, &ext,
+                                    &ctx->err);
+        if (ret == 0 && !(ext.flags & DF_BLOCK_ZERO && ext.length >= n)) {
+            ret = df_image_pread(img, theirs, n, base + pos, &ctx->err);
+            cmp = theirs;
+        }
+        for (size_t i = 0; ret == 0 && i < n;) {
+            size_t j = i;
+            while (j < n && differs(mine + j, cmp ? cmp + j : NULL,
+                                    n - j < ZERO_GRAIN ? n - j
+                                                       : ZERO_GRAIN)) {
+                j += ZERO_GRAIN;
+            }
+            if (j > n) {
+                j = n;
+            }
+            if (j > i) {
+                ret = put_chunk(ctx, img, mine + i, j - i, base + pos + i,
+                                cs);
+                i = j;
+            } else {
+                i += ZERO_GRAIN;
+            }
+        }
+        if (ret == 0 && drop) {
+            (void)posix_fadvise(fd, (off_t)pos, (off_t)n,
+                                POSIX_FADV_DONTNEED);
+        }
+        pos += n;
         if (ret == 0 && op_progress(ctx, pos, len)) {
             ret = df_fail(&ctx->err, DF_E_CANCELED, "'%s': interrupted",
                           ctx->step->image);
@@ -967,6 +989,44 @@ static int make_temp(struct op_ctx *ctx, uint64_t len, char **tmp, int *fd)
     free(*tmp);
     *tmp = NULL;
     return ret;
+}
+
+static void *closer(void *opaque)
+{
+    close((int)(intptr_t)opaque);
+    return NULL;
+}
+
+/*
+ * Remove the temporary @tmp (malloc'd, or NULL), open as @fd (or -1): its
+ * name at once, and its blocks on a thread of its own.  Freeing a large
+ * file's blocks (and discarding them, on a file system mounted with -o
+ * discard) can take a second or more, for which the step need not wait:
+ * it goes on to hash its output meanwhile.  A process that exits waits
+ * for that close, so a run leaves no space held behind it.
+ */
+static void remove_temp(char *tmp, int fd)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    if (fd < 0) {
+        return;
+    }
+    if (pthread_attr_init(&attr) == 0) {
+        bool started =
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+            pthread_create(&t, &attr, closer, (void *)(intptr_t)fd) == 0;
+        pthread_attr_destroy(&attr);
+        if (started) {
+            return;
+        }
+    }
+    close(fd);
 }
 
 /* ---- filesystem ---- */
@@ -1044,7 +1104,7 @@ int op_filesystem(struct op_ctx *ctx)
     struct copy_stats cs = { 0, 0 };
     struct df_image *img = NULL;
     long long epoch = source_date_epoch();
-    uint64_t off, len;
+    uint64_t off = 0, len = 0;
     char *tmp = NULL;
     int fd = -1, ret;
     json_t *res;
@@ -1080,7 +1140,7 @@ int op_filesystem(struct op_ctx *ctx)
                                                  res)
                                     : build_ext4(ctx, tmp, fd, &env, epoch, res);
     if (ret == 0) {
-        ret = copy_into(ctx, img, fd, off, len, &cs);
+        ret = copy_into(ctx, img, fd, off, len, true, &cs);
     }
     if (ret == 0) {
         json_object_set_new(res, "type", json_string(s->fs_type == JOB_FS_VFAT
@@ -1099,13 +1159,7 @@ int op_filesystem(struct op_ctx *ctx)
                             json_integer((json_int_t)epoch));
     }
 out:
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    remove_temp(tmp, fd);
     env_release(&env);
     ret = img ? finish_image(ctx, img, ret) : ret;
     free(g);
@@ -1550,7 +1604,7 @@ int op_files(struct op_ctx *ctx)
         ret = check_debugfs_output(ctx, &out, "could not add the files");
     }
     if (ret == 0) {
-        ret = copy_into(ctx, img, fd, off, len, &cs);
+        ret = copy_into(ctx, img, fd, off, len, false, &cs);
     }
     if (ret == 0) {
         json_t *res = result_of(ctx);
@@ -1576,13 +1630,7 @@ int op_files(struct op_ctx *ctx)
     listing_release(&l);
     tree_release(&t);
     env_release(&env);
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    remove_temp(tmp, fd);
     free(g);
     return img ? finish_image(ctx, img, ret) : ret;
 }

@@ -192,16 +192,20 @@ df_ok digest -f qcow2 A/disk.qcow2 && qd=$(grep -oE '[0-9a-f]{64}' "$DF_OUT" | h
 df_ok digest -f raw A/disk.raw &&
     expect_eq "raw and qcow2 hold the same guest bytes" "$(grep -oE '[0-9a-f]{64}' "$DF_OUT" | head -1)" "${qd:-}"
 
+one_fs_job() { # one_fs_job NAME IMAGE SIZE DIR: NAME.yaml, one ext4 partition of DIR
+    cat >"$1.yaml" <<YAML
+version: 1
+name: $1
+steps:
+  - {id: disk, op: create, image: $2, size: $3}
+  - {id: gpt, op: partition, image: $2, partitions: [{name: root, type: linux, size: rest}]}
+  - {id: fs, op: filesystem, image: $2, partition: root, type: ext4, from: $4}
+YAML
+}
+
 # --- cost: zero blocks are not written ---------------------------------------
 set_case "a big partition with a few files is cheap"
-cat >big.yaml <<'YAML'
-version: 1
-name: big
-steps:
-  - {id: disk, op: create, image: big.qcow2, size: 2G}
-  - {id: gpt, op: partition, image: big.qcow2, partitions: [{name: root, type: linux, size: rest}]}
-  - {id: fs, op: filesystem, image: big.qcow2, partition: root, type: ext4, from: A/root}
-YAML
+one_fs_job big big.qcow2 2G A/root
 df_ok run big.yaml --report big.json &&
     expect_true "2 GiB ext4 with 350 kB of files: qcow2 under 48 MiB (is $(len_of big.qcow2))" \
         test "$(len_of big.qcow2)" -lt $((48 << 20))
@@ -229,6 +233,32 @@ expect_eq "vfat entries and label at 2023-11-14 22:13" \
     "$(mdir -i sde-e.img ::/ | grep -c '2023-11-14  22:13')" 2
 expect_true "the vfat label's entry too" grep -q "Volume in drive : is EFI" <(mdir -i sde-e.img ::/)
 rm -f sde.raw sde-e.img sde-r.img
+
+set_case "every inode of a tree of 9,000 files gets the fixed time"
+# more inodes than one group holds, and than one piece of an inode table
+# that the op fixes at a time (1 MiB: 4,096 inodes of 256 bytes)
+"$PY" - many <<'PY'
+import os, sys
+for d in range(9):
+    os.makedirs(f"{sys.argv[1]}/d{d}")
+    for f in range(1000):
+        with open(f"{sys.argv[1]}/d{d}/f{f:04d}", "w") as fh:
+            fh.write(f"{d} {f}\n")
+PY
+touch -d '2011-01-01 00:00:00' many/d0/f0000 many/d8/f0999
+one_fs_job many many.raw 601M many
+if df_ok run many.yaml --report many.json; then
+    dd if=many.raw of=many-r.img bs=1M skip=1 count=599 status=none
+    q_ok e2fsck -fn many-r.img
+    expect_true "more than one group of inodes in use" \
+        test "$(dumpe2fs many-r.img 2>/dev/null | grep -c 'free inodes, .* directories')" -gt 1
+    for f in d0/f0000 d4/f0500 d8/f0999 d8; do
+        expect_eq "$f: every time is the fixed time" \
+            "$(debugfs -R "stat /$f" many-r.img 2>/dev/null | grep -cE '^ *(a|c|m|cr)time: 0x12cea600:')" 4
+    done
+    expect_eq "the last file reads back" "$(debugfs -R 'cat /d8/f0999' many-r.img 2>/dev/null)" "8 999"
+fi
+rm -rf many many.raw many-r.img
 
 # --- overlays ---------------------------------------------------------------------
 set_case "filesystem on an overlay leaves the base unchanged"

@@ -127,12 +127,20 @@ static void fix_inode(uint8_t *ino, uint32_t isize, uint32_t num,
     }
 }
 
+/* Is inode @num (slot @i of its group's @bitmap) one to fix: in use, and
+ * the root or past the reserved ones? */
+static bool to_fix(const uint8_t *bitmap, uint32_t i, uint32_t num,
+                   uint32_t first_ino)
+{
+    return (bitmap[i / 8] >> (i % 8) & 1) && (num == 2 || num >= first_ino);
+}
+
 int ext4_fix_inodes(struct op_ctx *ctx, int fd, long long epoch,
                     uint64_t *fixed)
 {
     uint8_t sb[1024], *desc = NULL, *bitmap = NULL, *piece = NULL;
     uint32_t bsize, ipg, isize, first_ino, groups, dsize, incompat, ro;
-    uint32_t per_piece;
+    uint32_t per_piece, slots;
     uint64_t gdt_off;
     bool csum;
     uint32_t seed = 0;
@@ -169,6 +177,7 @@ int ext4_fix_inodes(struct op_ctx *ctx, int fd, long long epoch,
     desc = malloc((size_t)groups * dsize);
     bitmap = malloc(bsize);
     per_piece = PIECE / isize;
+    slots = ipg < bsize * 8 ? ipg : bsize * 8; /* what one bitmap block maps */
     piece = malloc((size_t)per_piece * isize);
     if (!desc || !bitmap || !piece) {
         ret = df_fail(&ctx->err, DF_E_NOMEM, "out of memory");
@@ -194,38 +203,29 @@ int ext4_fix_inodes(struct op_ctx *ctx, int fd, long long epoch,
             break;
         }
         /* the table a piece at a time: read, fix what is in use, write */
-        for (uint32_t i0 = 0; ret == 0 && i0 < ipg && i0 / 8 < bsize;
-             i0 += per_piece) {
-            uint32_t n = ipg - i0 < per_piece ? ipg - i0 : per_piece, last = 0;
+        for (uint32_t i0 = 0; ret == 0 && i0 < slots; i0 += per_piece) {
+            uint32_t end = slots - i0 < per_piece ? slots : i0 + per_piece;
+            uint32_t n;
             off_t at = (off_t)(table * bsize + (uint64_t)i0 * isize);
-            bool any = false;
-            if (n > bsize * 8 - i0) {
-                n = bsize * 8 - i0;
+            /* up to the last inode to fix in this piece */
+            while (end > i0 && !to_fix(bitmap, end - 1, g * ipg + end,
+                                       first_ino)) {
+                end--;
             }
-            for (uint32_t i = i0; i < i0 + n; i++) {
-                uint32_t num = g * ipg + i + 1;
-                if ((bitmap[i / 8] >> (i % 8) & 1) &&
-                    (num == 2 || num >= first_ino)) {
-                    any = true;
-                    last = i;
-                }
-            }
-            if (!any) {
+            if (end == i0) {
                 continue;
             }
-            n = last - i0 + 1;
+            n = end - i0;
             if (pread(fd, piece, (size_t)n * isize, at) !=
                 (ssize_t)((size_t)n * isize)) {
                 ret = df_fail_sys(&ctx->err, "cannot read the inode table "
                                   "of group %u", g);
                 break;
             }
-            for (uint32_t i = i0; i <= last; i++) {
-                uint32_t num = g * ipg + i + 1;
-                if ((bitmap[i / 8] >> (i % 8) & 1) &&
-                    (num == 2 || num >= first_ino)) {
-                    fix_inode(piece + (size_t)(i - i0) * isize, isize, num,
-                              epoch, csum, seed);
+            for (uint32_t i = i0; i < end; i++) {
+                if (to_fix(bitmap, i, g * ipg + i + 1, first_ino)) {
+                    fix_inode(piece + (size_t)(i - i0) * isize, isize,
+                              g * ipg + i + 1, epoch, csum, seed);
                     (*fixed)++;
                 }
             }

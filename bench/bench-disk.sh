@@ -14,9 +14,9 @@
 # are not timed); the other side runs mke2fs with the same -E options and
 # then qemu-img convert, both timed; a second row adds to that side the
 # SHA-256 of its qcow2 (openssl dgst), which the step computes for the
-# report (SPEC §6).  Each round runs A B B A; the figure is the median.  Also printed: the peak size of the temporary files
-# beside the image (at most one partition-sized file, sparse) and each
-# output's allocation.  Needs a few GiB free in DIR.
+# report (SPEC §6).  Each round runs A B B A; the figure is the median.
+# Also printed: the peak size of the temporary files beside the image (at
+# most one partition-sized file, sparse) and each output's allocation.  Needs a few GiB free in DIR.
 set -euo pipefail
 export LC_ALL=C
 

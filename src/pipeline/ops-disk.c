@@ -875,9 +875,11 @@ static bool differs(const unsigned char *mine, const unsigned char *theirs,
  * blocks that differ from what the image holds, all-zero ones as zero
  * ranges.
  * An overlay thus gets just the delta, and a fresh image just the data.
- * With @drop (a temporary that is clean: mke2fs syncs what it made), each
- * piece leaves the page cache once written, so the image's writes can
- * reuse its pages, and a large copy does not push everything else out.
+ * With @drop (a temporary that is clean, so that dropping its pages
+ * writes nothing back: mke2fs syncs what it made, and ext4_fix_inodes()
+ * dirties only inode tables; mcopy and debugfs do not sync), each piece
+ * leaves the page cache once written, so the image's writes can reuse its
+ * pages, and a large copy does not push everything else out.
  */
 static int copy_into(struct op_ctx *ctx, struct df_image *img, int fd,
                      uint64_t base, uint64_t len, bool drop,
@@ -1140,7 +1142,8 @@ int op_filesystem(struct op_ctx *ctx)
                                                  res)
                                     : build_ext4(ctx, tmp, fd, &env, epoch, res);
     if (ret == 0) {
-        ret = copy_into(ctx, img, fd, off, len, true, &cs);
+        ret = copy_into(ctx, img, fd, off, len, s->fs_type != JOB_FS_VFAT,
+                        &cs);
     }
     if (ret == 0) {
         json_object_set_new(res, "type", json_string(s->fs_type == JOB_FS_VFAT

@@ -72,6 +72,32 @@ DF_API void df_convert_opts_init(struct df_convert_opts *o);
 DF_API int df_convert(const char *src, const char *dst,
                       const struct df_convert_opts *o, struct df_error *err);
 
+/* df_image_fill(): what to copy, and what came of it. */
+struct df_fill {
+    int fd;             /* the source: its bytes from offset 0 */
+    bool drop_source;   /* its pages are clean: evict them once copied */
+    df_progress_fn progress; /* may be NULL */
+    void *opaque;
+    unsigned char sha256[DF_SHA256_LEN]; /* out: of the image's file */
+    uint64_t data;      /* out: bytes written */
+};
+
+/**
+ * df_image_fill() - copy the first @len bytes of f->fd into @img at guest
+ * offset @off, a range that must read as zeros, and give the SHA-256 of
+ * the image's file as it stands afterwards (f->sha256), hashed while the
+ * copy is written.  A block of 4 KiB that is all zeros is not written;
+ * a qcow2 cluster gets host storage only when a byte of it is not zero,
+ * so the same bytes always make the same image.  The image's tables are
+ * written before the data, so nothing but the data changes once the
+ * hashing starts; the file must not be written by anyone else meanwhile.
+ * -DF_E_UNSUPPORTED, with nothing changed, when the image has a backing
+ * file or does not read as zeros there, or the source cannot be mapped:
+ * write it with df_image_pwrite() and hash the file afterwards instead.
+ */
+DF_API int df_image_fill(struct df_image *img, uint64_t off, uint64_t len,
+                         struct df_fill *f, struct df_error *err);
+
 /** df_digest() - SHA-256 of every guest-visible byte of @img. */
 DF_API int df_digest(struct df_image *img, unsigned char out[DF_SHA256_LEN],
                      df_progress_fn progress, void *opaque,

@@ -40,6 +40,14 @@ struct df_driver {
                         struct df_extent *ext, struct df_error *err);
     int (*info)(struct df_image *img, struct df_info *info,
                 struct df_error *err);
+    /*
+     * Optional (df_image_fill()): give the guest range [off, off + len),
+     * whole clusters, host storage of its own that reads as zeros, for
+     * writes straight to the file; the tables are written by the next
+     * flush.  Without it a guest offset is its host offset (raw).
+     */
+    int (*allocate)(struct df_image *img, uint64_t off, uint64_t len,
+                    struct df_error *err);
 };
 
 extern const struct df_driver df_raw_driver;

@@ -96,6 +96,11 @@ for fmt in raw qcow2; do
     expect_eq "status" "$(rjson A/report.json "r['status']")" succeeded
     [[ $fmt == qcow2 ]] && qcheck "A/$img"
     expect_eq "no temporary left" "$(find A -name '*.tmp*' | wc -l)" 0
+    # the last step's digest, taken while it wrote the partition, is the
+    # SHA-256 of the image file as the run left it
+    expect_eq "root-fs sha256 = the file's" \
+        "$(rjson A/report.json "next(s['outputs'][0]['sha256'] for s in r['steps'] if s['id']=='root-fs')")" \
+        "$(sha256sum "A/$img" | cut -d' ' -f1)"
     to_raw "A/$img" "$fmt" "$fmt.raw"
 
     set_case "$fmt: sgdisk and sfdisk"
@@ -233,6 +238,42 @@ expect_eq "vfat entries and label at 2023-11-14 22:13" \
     "$(mdir -i sde-e.img ::/ | grep -c '2023-11-14  22:13')" 2
 expect_true "the vfat label's entry too" grep -q "Volume in drive : is EFI" <(mdir -i sde-e.img ::/)
 rm -f sde.raw sde-e.img sde-r.img
+
+set_case "a filesystem step's sha256 is its image file's"
+# vfat written into a new disk (hashed while written), then ext4 made twice
+# in one partition: the second time the partition holds the first file
+# system, so the step compares with it and the file is hashed after
+mkdir -p D/root/etc && echo second >D/root/etc/hostname
+for fmt in qcow2 raw; do
+    cat >dg.yaml <<YAML
+version: 1
+name: dg
+steps:
+  - {id: disk, op: create, image: dg.$fmt, size: 100M}
+  - {id: gpt, op: partition, image: dg.$fmt, partitions: [{name: e, type: esp, size: 40M}, {name: r, type: linux, size: rest}]}
+  - {id: e, op: filesystem, image: dg.$fmt, partition: e, type: vfat, from: A/esp}
+YAML
+    df_ok run dg.yaml --report dg.json &&
+        expect_eq "$fmt: vfat step's sha256 = the file's" \
+            "$(rjson dg.json "r['steps'][2]['outputs'][0]['sha256']")" "$(sha_of "dg.$fmt")"
+    [[ $fmt == qcow2 ]] && qcheck dg.qcow2
+    cat >>dg.yaml <<YAML
+  - {id: r1, op: filesystem, image: dg.$fmt, partition: r, type: ext4, from: A/root}
+  - {id: r2, op: filesystem, image: dg.$fmt, partition: r, type: ext4, label: again, from: D/root}
+YAML
+    df_ok run dg.yaml --report dg.json &&
+        expect_eq "$fmt: the second ext4 step's sha256 = the file's" \
+            "$(rjson dg.json "r['steps'][4]['outputs'][0]['sha256']")" "$(sha_of "dg.$fmt")"
+    [[ $fmt == qcow2 ]] && qcheck dg.qcow2
+    to_raw "dg.$fmt" "$fmt" dg-all.raw
+    dd if=dg-all.raw of=dg-r.img bs=1M skip=41 count=58 status=none
+    q_ok e2fsck -fn dg-r.img
+    expect_eq "$fmt: the second file system is the one read" \
+        "$(debugfs -R 'cat /etc/hostname' dg-r.img 2>/dev/null)" second
+    expect_eq "$fmt: none of the first one's files is left" \
+        "$(debugfs -R 'stat /etc/motd' dg-r.img 2>&1 | grep -c 'File not found')" 1
+    rm -f "dg.$fmt" dg-all.raw dg-r.img
+done
 
 set_case "every inode of a tree of 9,000 files gets the fixed time"
 # more inodes than one group holds, and than one piece of an inode table

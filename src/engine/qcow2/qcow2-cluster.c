@@ -595,6 +595,52 @@ static bool old_reads_zero(struct df_image *img, uint64_t e)
            (t == QCOW2_CLUSTER_UNALLOCATED && !img->backed);
 }
 
+/* The L2 entry @e of guest @off, its table loaded (allocated if need be). */
+static int entry_for_write(struct df_image *img, uint64_t off,
+                           struct qcow2_l2_slot **slot, uint64_t *e,
+                           struct df_error *err)
+{
+    int ret;
+
+    *e = 0;
+    ret = get_l2(img, off, true, slot, err);
+    if (ret == 0) {
+        *e = (*slot)->table[qcow2_l2_index(qcow2_state(img), off)];
+        ret = check_l2_entry(img, *e, off, err);
+    }
+    return ret;
+}
+
+/*
+ * New host clusters, *@host on, for the run of entries of @slot from @idx
+ * (guest @off) that all need one: *@ncl of them, at most @max.
+ */
+static int alloc_run(struct df_image *img, struct qcow2_l2_slot *slot,
+                     uint64_t idx, uint64_t max, uint64_t off, uint64_t *ncl,
+                     uint64_t *host, struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t n = 1;
+    int64_t h;
+
+    while (n < max && needs_alloc(s, slot->table[idx + n]) &&
+           check_l2_entry(img, slot->table[idx + n], off, NULL) == 0) {
+        n++;
+    }
+    h = qcow2_alloc_clusters(img, n, err);
+    if (h < 0) {
+        return (int)h;
+    }
+    if (h == 0) {
+        s->corrupt = true;
+        return df_fail(err, DF_E_CORRUPT, "'%s': refusing to place data at "
+                       "offset 0", img->path);
+    }
+    *ncl = n;
+    *host = (uint64_t)h;
+    return qcow2_overlap_check(img, 0, *host, n << s->cluster_bits, err);
+}
+
 static int write_locked(struct df_image *img, const unsigned char *buf,
                         size_t len, uint64_t off, struct df_error *err)
 {
@@ -609,15 +655,9 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
         uint64_t left = DF_MIN((uint64_t)len,
                                ((s->l2_entries - idx) << s->cluster_bits) -
                                    in);
-        uint64_t n, ncl, e;
-        int64_t host;
+        uint64_t n, ncl, e, host;
 
-        ret = get_l2(img, off, true, &slot, err);
-        if (ret < 0) {
-            break;
-        }
-        e = slot->table[idx];
-        ret = check_l2_entry(img, e, off, err);
+        ret = entry_for_write(img, off, &slot, &e, err);
         if (ret < 0) {
             break;
         }
@@ -665,30 +705,14 @@ static int write_locked(struct df_image *img, const unsigned char *buf,
             continue;
         }
         /* a run of clusters that all need new host clusters */
-        ncl = 1;
-        while ((ncl << s->cluster_bits) < in + left &&
-               needs_alloc(s, slot->table[idx + ncl]) &&
-               check_l2_entry(img, slot->table[idx + ncl], off, NULL) == 0) {
-            ncl++;
-        }
-        n = DF_MIN(left, (ncl << s->cluster_bits) - in);
         fresh_from = s->file_size;
-        host = qcow2_alloc_clusters(img, ncl, err);
-        if (host < 0) {
-            ret = (int)host;
-            break;
-        }
-        if (host == 0) {
-            s->corrupt = true;
-            ret = df_fail(err, DF_E_CORRUPT, "'%s': refusing to place data at "
-                          "offset 0", img->path);
-            break;
-        }
-        ret = qcow2_overlap_check(img, 0, (uint64_t)host,
-                                  ncl << s->cluster_bits, err);
+        ret = alloc_run(img, slot, idx,
+                        DF_DIV_ROUND_UP(in + left, s->cluster_size), off,
+                        &ncl, &host, err);
         if (ret < 0) {
             break;
         }
+        n = DF_MIN(left, (ncl << s->cluster_bits) - in);
         /* the allocation may have evicted the slot: look it up again */
         ret = get_l2(img, off, true, &slot, err);
         if (ret < 0) {
@@ -1111,6 +1135,96 @@ static uint64_t clusters_in_l2(const struct qcow2_state *s, uint64_t c,
 {
     uint64_t l2_end = (c | (s->l2_entries - 1)) + 1;
     return DF_MIN(end, l2_end) - c;
+}
+
+/*
+ * Give guest range [off, off + len) (whole clusters) host clusters of its
+ * own that read as zeros, so that df_image_fill() can then write into them
+ * in place, without touching a table.  Clusters the image owns already
+ * (normal, not shared) are kept; the others get new clusters in guest
+ * order, each L2 table allocated just before the first cluster it maps,
+ * which is where write_locked() would have put them.  A new cluster inside
+ * the file's old end may hold stale bytes and is zeroed; one past it reads
+ * as zeros, and the file is extended to it at the next flush.  A zero
+ * cluster with a host cluster of its own gets that cluster zeroed and
+ * becomes a normal one.  The tables are written by the next flush.
+ */
+static int allocate_locked(struct df_image *img, uint64_t off, uint64_t len,
+                           struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = check_writable_state(img, err);
+
+    while (len && ret == 0) {
+        struct qcow2_l2_slot *slot;
+        uint64_t idx = qcow2_l2_index(s, off);
+        uint64_t left = DF_MIN(len >> s->cluster_bits, s->l2_entries - idx);
+        uint64_t ncl, e, fresh_from, host;
+
+        ret = entry_for_write(img, off, &slot, &e, err);
+        if (ret < 0) {
+            break;
+        }
+        if (!needs_alloc(s, e)) {
+            uint64_t h0 = e & QCOW2_OFFSET_MASK;
+            ret = cluster_in_file(img, h0, off, err);
+            if (ret < 0) {
+                s->corrupt = true;
+                break;
+            }
+            if (qcow2_entry_type(s, e) == QCOW2_CLUSTER_ZERO_ALLOC) {
+                ret = qcow2_overlap_check(img, 0, h0, s->cluster_size, err);
+                if (ret == 0) {
+                    ret = df_io_write_zeroes(img->fd, h0, s->cluster_size,
+                                             img->path, err);
+                }
+                if (ret < 0) {
+                    break;
+                }
+                slot->table[idx] = h0 | QCOW2_OFLAG_COPIED;
+                slot->dirty = true;
+            }
+            off += s->cluster_size;
+            len -= s->cluster_size;
+            continue;
+        }
+        fresh_from = s->file_size;
+        ret = alloc_run(img, slot, idx, left, off, &ncl, &host, err);
+        if (ret == 0 && host < fresh_from) {
+            ret = df_io_write_zeroes(img->fd, host,
+                                     DF_MIN(ncl << s->cluster_bits,
+                                            fresh_from - host),
+                                     img->path, err);
+        }
+        if (ret == 0) {
+            ret = link_l2(img, off >> s->cluster_bits, ncl, host, err);
+        }
+        if (ret < 0) {
+            break;
+        }
+        note_file_end(s, host + (ncl << s->cluster_bits));
+        s->short_file = true;
+        off += ncl << s->cluster_bits;
+        len -= ncl << s->cluster_bits;
+    }
+    return ret;
+}
+
+int qcow2_allocate(struct df_image *img, uint64_t off, uint64_t len,
+                   struct df_error *err)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret;
+
+    if ((off | len) & (s->cluster_size - 1)) {
+        return df_fail(err, DF_E_INVAL, "'%s': allocation of %llu bytes at "
+                       "%llu is not cluster aligned", img->path,
+                       (unsigned long long)len, (unsigned long long)off);
+    }
+    pthread_mutex_lock(&img->lock);
+    ret = allocate_locked(img, off, len, err);
+    pthread_mutex_unlock(&img->lock);
+    return ret;
 }
 
 /*

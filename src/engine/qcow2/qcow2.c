@@ -795,6 +795,7 @@ const struct df_driver df_qcow2_driver = {
     .write_zeroes = qcow2_zero,
     .flush = qcow2_flush,
     .block_status = qcow2_status,
+    .allocate = qcow2_allocate,
     .info = qcow2_info,
 };
 

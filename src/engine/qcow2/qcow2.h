@@ -232,6 +232,8 @@ int qcow2_read(struct df_image *img, void *buf, size_t len, uint64_t off,
                struct df_error *err);
 int qcow2_write(struct df_image *img, const void *buf, size_t len,
                 uint64_t off, struct df_error *err);
+int qcow2_allocate(struct df_image *img, uint64_t off, uint64_t len,
+                   struct df_error *err);
 int qcow2_zero(struct df_image *img, uint64_t off, uint64_t len,
                unsigned flags, struct df_error *err);
 int qcow2_status(struct df_image *img, uint64_t off, uint64_t len,

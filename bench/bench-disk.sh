@@ -15,8 +15,16 @@
 # then qemu-img convert, both timed; a second row adds to that side the
 # SHA-256 of its qcow2 (openssl dgst), which the step computes for the
 # report (SPEC §6).  Each round runs A B B A; the figure is the median.
+#
+# mke2fs is nearly all of both sides, the same program with the same tree,
+# and its time varies by several seconds from run to run; that spread
+# hides what the two sides do differently.  So mke2fs is also timed on its
+# own on both sides (on ours through a wrapper first in PATH, which runs
+# the real one), and two more rows compare what each side adds to it: the
+# step's time less its mke2fs, against qemu-img convert (and the digest).
 # Also printed: the peak size of the temporary files beside the image (at
-# most one partition-sized file, sparse) and each output's allocation.  Needs a few GiB free in DIR.
+# most one partition-sized file, sparse) and each output's allocation.
+# Needs a few GiB free in DIR.
 set -euo pipefail
 export LC_ALL=C
 
@@ -89,55 +97,86 @@ clean() {
     sync
 }
 
+# the real mke2fs, timed: $W/bin/mke2fs writes its start and end to
+# $W/mk.t (the step finds it first in PATH)
+MKE2FS=$(command -v mke2fs)
+mkdir -p "$W/bin"
+cat >"$W/bin/mke2fs" <<SH
+#!/bin/bash
+t0=\$(date +%s.%N)
+"$MKE2FS" "\$@"
+rc=\$?
+echo "\$t0 \$(date +%s.%N)" >"$W/mk.t"
+exit \$rc
+SH
+chmod +x "$W/bin/mke2fs"
+
+# ours: "SECONDS MKE2FS_SECONDS" of the step
 ours() {
     clean
-    "$DF" run "$W/job.yaml" --report "$W/r.json" >/dev/null &
+    rm -f "$W/mk.t"
+    PATH="$W/bin:$PATH" "$DF" run "$W/job.yaml" --report "$W/r.json" >/dev/null &
     local pid=$!
     watch_tmp "$pid"
     wait "$pid"
-    "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(next(s['duration_ms'] for s in r['steps'] if s['id']=='fs') / 1000)" "$W/r.json"
+    "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); a,b=map(float,open(sys.argv[2]).read().split()); print('%.6f %.6f' % (next(s['duration_ms'] for s in r['steps'] if s['id']=='fs') / 1000, b - a))" "$W/r.json" "$W/mk.t"
 }
 
-# theirs: "SECONDS SECONDS_WITH_DIGEST", the second adding the SHA-256 of
-# the qcow2 that the step computes for the report (SPEC §6), with the
-# same library (openssl dgst; coreutils' sha256sum is several times slower
-# here)
+# theirs: "SECONDS SECONDS_WITH_DIGEST MKE2FS_SECONDS", the second adding
+# the SHA-256 of the qcow2 that the step computes for the report (SPEC §6),
+# with the same library (openssl dgst; coreutils' sha256sum is several
+# times slower here)
 theirs() {
     clean
-    local t0 t1 t2
+    local t0 tm t1 t2
     t0=$(now)
     truncate -s "$PSIZE" "$W/fs.raw"
-    mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d "$W/tree" "$W/fs.raw" >/dev/null
+    "$MKE2FS" -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d "$W/tree" "$W/fs.raw" >/dev/null
+    tm=$(now)
     "$QEMU_IMG" convert -O qcow2 "$W/fs.raw" "$W/fs.qcow2"
     t1=$(now)
     openssl dgst -sha256 "$W/fs.qcow2" >/dev/null
     t2=$(now)
     echo "fs.raw $(($(stat -c %b "$W/fs.raw") * 512 >> 20)) MiB + fs.qcow2 $(($(stat -c %b "$W/fs.qcow2") * 512 >> 20)) MiB" >"$W/alloc-theirs"
-    awk -v a="$t1" -v b="$t0" -v c="$t2" 'BEGIN { printf "%.6f %.6f\n", a - b, c - b }'
+    awk -v a="$t1" -v b="$t0" -v c="$t2" -v m="$tm" 'BEGIN { printf "%.6f %.6f %.6f\n", a - b, c - b, m - b }'
 }
 
-a=() b=() c=()
+# a: ours, b: theirs, c: theirs + digest; ma, mb: their mke2fs runs
+a=() b=() c=() ma=() mb=()
 for ((i = 0; i < ROUNDS; i++)); do
-    a+=("$(ours)")
-    read -r x y < <(theirs)
-    b+=("$x") c+=("$y")
-    read -r x y < <(theirs)
-    b+=("$x") c+=("$y")
-    a+=("$(ours)")
+    read -r x m < <(ours)
+    a+=("$x") ma+=("$m")
+    for _ in 1 2; do
+        read -r x y m < <(theirs)
+        b+=("$x") c+=("$y") mb+=("$m")
+    done
+    read -r x m < <(ours)
+    a+=("$x") ma+=("$m")
 done
 ta=$(printf '%s\n' "${a[@]}" | median)
 tb=$(printf '%s\n' "${b[@]}" | median)
 tc=$(printf '%s\n' "${c[@]}" | median)
+# what each run added to its own mke2fs
+rest() { # rest TIMES MKE2FS_TIMES: the medians of TIMES[i] - MKE2FS_TIMES[i]
+    paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '{ printf "%.6f\n", $1 - $2 }' | median
+}
+ra=$(rest "${a[*]}" "${ma[*]}")
+rb=$(rest "${b[*]}" "${mb[*]}")
+rc=$(rest "${c[*]}" "${mb[*]}")
 {
     echo
     echo "diskforge: ${a[*]}"
+    echo "  its mke2fs: ${ma[*]}"
     echo "mke2fs -d + qemu-img convert: ${b[*]}"
+    echo "  its mke2fs: ${mb[*]}"
     echo "the same + openssl dgst -sha256: ${c[*]}"
     echo
     echo "| filesystem step, $TREE_MIB MiB tree, $DISK qcow2 | diskforge (s) | by hand (s) | ratio |"
     echo "|---|---|---|---|"
     bench_row "against mke2fs -d + qemu-img convert" "$ta" "$tb"
     bench_row "against the same + the output's SHA-256" "$ta" "$tc"
+    bench_row "after mke2fs: the step's rest, against qemu-img convert" "$ra" "$rb"
+    bench_row "after mke2fs: the same, against convert + SHA-256" "$ra" "$rc"
     echo
     echo "largest temporary seen: $(($(sort -n "$W/peaks" | tail -1) >> 20)) MiB allocated (partition: $((PSIZE >> 20)) MiB; the temporaries are sparse)"
     echo "allocated: disk.qcow2 $(($(stat -c %b "$W/disk.qcow2") * 512 >> 20)) MiB; $(cat "$W/alloc-theirs")"

@@ -360,8 +360,10 @@ static int put(struct df_image *img, const unsigned char *p, uint64_t g,
 }
 
 /*
- * Pass 3: the segments in guest order; after each, the hasher may go up
- * to the lowest host offset of those left (@low[i]: of segments i on).
+ * Pass 3: the segments in guest order.  Every byte of the file below the
+ * lowest host offset of the segments not yet written (@low[i]: of segments
+ * i on) is final, and so is the part of the segment being written that is
+ * done, up to @low[i + 1]: the hasher may read that far.
  */
 static int write_all(struct df_image *img, const unsigned char *src,
                      uint64_t off, uint64_t len, const struct segs *segs,
@@ -379,6 +381,10 @@ static int write_all(struct df_image *img, const unsigned char *src,
             ret = put(img, src + rel, s->guest + k, s->host + k, n,
                       &f->data, err);
             k += n;
+            if (ret == 0 && h) {
+                /* this segment's first k bytes are in the file too */
+                hasher_set(h, DF_MIN(s->host + k, low[i + 1]), false);
+            }
             if (ret == 0 && f->drop_source && rel + n - dropped >= FILL_STEP) {
                 /* the source up to here is done with: let it go (its
                  * pages are clean, so nothing is written back) */

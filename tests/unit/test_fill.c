@@ -105,6 +105,7 @@ static uint64_t make_source(const char *name, unsigned char *ref)
         { 0, 3 * 65536 },                 /* at the start of the range */
         { 5 * MIB + 4096, 300000 },      /* unaligned, across clusters */
         { 9 * MIB, 4 * 65536 },           /* a zero cluster inside (below) */
+        { 12 * MIB, 4 * MIB + 12288 },    /* longer than a write (1 MiB) */
         { 17 * MIB + 512, 1000 },        /* a few bytes in a block */
         { LEN - 20000, 20000 },          /* the last, partial cluster */
     };

@@ -76,11 +76,6 @@ static int segs_add(struct segs *s, uint64_t guest, uint64_t host,
     return 0;
 }
 
-static bool zero_block(const unsigned char *p, size_t n)
-{
-    return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
-}
-
 /*
  * Does the image read as zeros over [off, off + len)?  Ranges block status
  * calls zero are taken at its word; allocated data is read.
@@ -111,7 +106,7 @@ static int reads_zero(struct df_image *img, uint64_t off, uint64_t len,
                 break;
             }
             ret = df_image_pread(img, buf, n, off + done, err);
-            if (ret == 0 && !zero_block(buf, n)) {
+            if (ret == 0 && !df_is_zero(buf, n)) {
                 *zero = false;
                 break;
             }
@@ -156,7 +151,7 @@ static int find_data(const unsigned char *src, int fd, uint64_t off,
             uint64_t end = DF_MIN(u0 + unit - off, (uint64_t)h);
             bool data = false;
             for (uint64_t b = g; b < end && !data; b += FILL_BLOCK) {
-                data = !zero_block(src + b, (size_t)DF_MIN(FILL_BLOCK,
+                data = !df_is_zero(src + b, (size_t)DF_MIN(FILL_BLOCK,
                                                            end - b));
             }
             if (data) {
@@ -336,13 +331,13 @@ static int put(struct df_image *img, const unsigned char *p, uint64_t g,
         uint64_t b = DF_MIN(n - i, FILL_BLOCK - ((g + i) & (FILL_BLOCK - 1)));
         uint64_t j = i + b;
         int ret;
-        if (zero_block(p + i, (size_t)b)) {
+        if (df_is_zero(p + i, (size_t)b)) {
             i = j;
             continue;
         }
         while (j < n) {
             uint64_t c = DF_MIN(n - j, (uint64_t)FILL_BLOCK);
-            if (zero_block(p + j, (size_t)c)) {
+            if (df_is_zero(p + j, (size_t)c)) {
                 break;
             }
             j += c;
